@@ -1,0 +1,490 @@
+//! Local verification of RS256 access tokens, and the extractors built on it.
+//!
+//! Keys are found by `kid` in a key set made of keys from configuration (a PEM public key in an
+//! environment variable) and keys fetched from the users service's JWKS URL. An unknown `kid`
+//! triggers a JWKS refresh, at most once per interval, so a new signing key needs no coordinated
+//! redeploy; a background refresher drops removed keys. No request ever waits on the users
+//! service except the first one that meets a new key. See docs/adr/0003-rs256-jwks.md.
+
+use crate::config::{ConfigError, Env};
+use crate::problem::Problem;
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, get, web};
+use futures_util::future::LocalBoxFuture;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The JOSE `typ` of an access token (RFC 9068); anything else is refused.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// How soon a failed JWKS fetch may be retried.
+const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Largest JWKS document accepted from the users service.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// What a token's bearer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An ordinary account.
+    User,
+    /// May moderate content in every service.
+    Moderator,
+    /// May moderate, and manage accounts and roles.
+    Admin,
+    /// Another service of ours, calling an internal endpoint.
+    Service,
+}
+
+impl Role {
+    /// Moderators and admins may moderate content.
+    pub fn can_moderate(self) -> bool {
+        matches!(self, Role::Moderator | Role::Admin)
+    }
+}
+
+/// The claims of an access token, user or service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account id (UUID) for users, `svc:<name>` for services.
+    pub sub: String,
+    /// The issuer: the users service's public URL.
+    pub iss: String,
+    /// The audience: the public API, or the internal one for service tokens.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time.
+    pub iat: i64,
+    /// Not valid before.
+    pub nbf: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// The bearer's role.
+    pub role: Role,
+}
+
+/// How tokens are verified: issuer, audiences, keys and their refresh.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Expected `iss` (`JWT_ISSUER`).
+    pub issuer: String,
+    /// Audience of user access tokens (`JWT_AUDIENCE`).
+    pub audience: String,
+    /// Audience of service tokens (`JWT_INTERNAL_AUDIENCE`).
+    pub internal_audience: String,
+    /// Keys from configuration: (`kid`, PEM public key) — `JWT_PUBLIC_KEY_ID`, `JWT_PUBLIC_KEY`.
+    pub static_keys: Vec<(String, String)>,
+    /// The users service's JWKS URL (`JWKS_URL`), if keys are fetched.
+    pub jwks_url: Option<String>,
+    /// Least time between two refreshes caused by an unknown `kid` (`JWKS_MIN_REFRESH_SECS`).
+    pub min_refresh_interval: Duration,
+    /// How often the key set is refreshed in the background (`JWKS_REFRESH_SECS`).
+    pub refresh_every: Duration,
+    /// Clock skew tolerated on `exp` and `nbf` (`JWT_LEEWAY_SECS`).
+    pub leeway: Duration,
+}
+
+impl AuthSettings {
+    /// Reads the verification settings. `default_jwks_url` is `None` for the users service,
+    /// which verifies with its own keys.
+    pub fn from_env(env: &Env, default_jwks_url: Option<&str>) -> Result<Self, ConfigError> {
+        let mut static_keys = Vec::new();
+        if let Some(pem) = env.optional("JWT_PUBLIC_KEY") {
+            let kid = env.optional("JWT_PUBLIC_KEY_ID").ok_or_else(|| {
+                env.invalid("JWT_PUBLIC_KEY_ID", "required when JWT_PUBLIC_KEY is set")
+            })?;
+            DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                env.invalid(
+                    "JWT_PUBLIC_KEY",
+                    format!("not an RSA public key in PEM: {e}"),
+                )
+            })?;
+            static_keys.push((kid, pem));
+        }
+        Ok(Self {
+            issuer: env.string("JWT_ISSUER", "http://127.0.0.1:8081"),
+            audience: env.string("JWT_AUDIENCE", "social-api"),
+            internal_audience: env.string("JWT_INTERNAL_AUDIENCE", "social-internal"),
+            static_keys,
+            jwks_url: env
+                .optional("JWKS_URL")
+                .or(default_jwks_url.map(str::to_owned)),
+            min_refresh_interval: env.seconds("JWKS_MIN_REFRESH_SECS", 30)?,
+            refresh_every: env.seconds("JWKS_REFRESH_SECS", 300)?,
+            leeway: env.seconds("JWT_LEEWAY_SECS", 30)?,
+        })
+    }
+}
+
+/// Why a token was refused. Only the distinction "expired" reaches the client.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// Anything else: bad signature, unknown key, wrong claims, wrong `typ`.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl From<TokenError> for Problem {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Missing => Problem::unauthenticated("a bearer access token is required"),
+            TokenError::Expired => Problem::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "Unauthenticated",
+            )
+            .with_detail("the access token has expired; refresh it"),
+            TokenError::Invalid(_) => Problem::unauthenticated("the access token is invalid"),
+        }
+    }
+}
+
+/// Verifies access tokens locally against a cached key set.
+pub struct TokenVerifier {
+    settings: AuthSettings,
+    static_keys: HashMap<String, DecodingKey>,
+    fetched_keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When keys were last fetched, and whether that fetch succeeded.
+    last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    http: reqwest::Client,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for `settings`, trusting also `extra_keys` (the users service passes its own).
+    pub fn new(
+        settings: AuthSettings,
+        extra_keys: Vec<(String, DecodingKey)>,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let mut static_keys = HashMap::new();
+        for (kid, pem) in &settings.static_keys {
+            static_keys.insert(kid.clone(), DecodingKey::from_rsa_pem(pem.as_bytes())?);
+        }
+        static_keys.extend(extra_keys);
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience, &settings.internal_audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway.as_secs();
+        Ok(Self {
+            settings,
+            static_keys,
+            fetched_keys: RwLock::new(HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+            http,
+            validation,
+        })
+    }
+
+    /// The settings this verifier was built with.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Verifies `token` and returns its claims, whichever audience it is for.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+            return Err(TokenError::Invalid("typ is not at+jwt".into()));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let key = match self.key(&kid) {
+            Some(key) => key,
+            None => {
+                self.refresh_for_unknown_kid().await;
+                self.key(&kid)
+                    .ok_or_else(|| TokenError::Invalid(format!("unknown kid {kid}")))?
+            }
+        };
+        let data = decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(e.to_string()),
+        })?;
+        Ok(data.claims)
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(key) = self.static_keys.get(kid) {
+            return Some(key.clone());
+        }
+        let fetched = self
+            .fetched_keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        fetched.get(kid).cloned()
+    }
+
+    async fn refresh_for_unknown_kid(&self) {
+        if self.settings.jwks_url.is_none() {
+            return;
+        }
+        let mut last = self.last_fetch.lock().await;
+        // After a success, wait the full interval; after a failure (the users service was
+        // down, say at start-up), try again sooner.
+        let wait = |ok: bool| {
+            if ok {
+                self.settings.min_refresh_interval
+            } else {
+                FAILED_FETCH_BACKOFF
+            }
+        };
+        if last
+            .is_some_and(|(at, ok)| at.elapsed() < wait(ok).min(self.settings.min_refresh_interval))
+        {
+            return;
+        }
+        let result = self.fetch().await;
+        *last = Some((Instant::now(), result.is_ok()));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "JWKS refresh after an unknown kid failed");
+        }
+    }
+
+    /// Fetches the JWKS now and replaces the fetched keys with it: keys that disappeared from
+    /// the set stop verifying. Static keys are kept.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let mut last = self.last_fetch.lock().await;
+        let result = self.fetch().await;
+        *last = Some((Instant::now(), result.is_ok()));
+        result
+    }
+
+    async fn fetch(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.settings.jwks_url else {
+            return Ok(());
+        };
+        let mut response = self.http.get(url).send().await?.error_for_status()?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            anyhow::ensure!(
+                body.len() <= MAX_JWKS_BYTES,
+                "JWKS larger than {MAX_JWKS_BYTES} bytes"
+            );
+        }
+        let set: JwkSet = serde_json::from_slice(&body)?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    keys.insert(kid, key);
+                }
+                Err(e) => tracing::warn!(%kid, error = %e, "ignoring a JWK that is not usable"),
+            }
+        }
+        tracing::debug!(keys = keys.len(), "JWKS refreshed");
+        *self
+            .fetched_keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// Refreshes the key set now (ignoring failures: the users service may start later) and
+    /// then every `refresh_every`, so that removed keys stop verifying.
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        if self.settings.jwks_url.is_none() {
+            return;
+        }
+        let verifier = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let pause = match verifier.refresh().await {
+                    Ok(()) => verifier.settings.refresh_every,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
+                        verifier
+                            .settings
+                            .refresh_every
+                            .min(FAILED_FETCH_BACKOFF * 5)
+                    }
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, TokenError> {
+    let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| TokenError::Invalid("header is not ASCII".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(TokenError::Invalid("not a bearer token".into())),
+    }
+}
+
+fn verifier(req: &HttpRequest) -> Result<Arc<TokenVerifier>, Problem> {
+    req.app_data::<web::Data<TokenVerifier>>()
+        .map(|data| data.clone().into_inner())
+        .ok_or_else(|| {
+            tracing::error!("TokenVerifier is not registered as app data");
+            Problem::internal()
+        })
+}
+
+/// A signed-in user: the request carried a valid user access token.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The account id.
+    pub id: Uuid,
+    /// The account's role when the token was issued.
+    pub role: Role,
+}
+
+async fn authenticate_user(verifier: &TokenVerifier, token: &str) -> Result<AuthUser, Problem> {
+    let claims = verifier.verify(token).await?;
+    if claims.aud != verifier.settings.audience || claims.role == Role::Service {
+        return Err(TokenError::Invalid("not a user access token".into()).into());
+    }
+    let id = Uuid::parse_str(&claims.sub)
+        .map_err(|_| TokenError::Invalid("sub is not a UUID".into()))?;
+    tracing::Span::current().record("user_id", tracing::field::display(id));
+    Ok(AuthUser {
+        id,
+        role: claims.role,
+    })
+}
+
+impl FromRequest for AuthUser {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let verifier = verifier(&req)?;
+            let token = bearer_token(&req)?.ok_or(TokenError::Missing)?;
+            authenticate_user(&verifier, token).await
+        })
+    }
+}
+
+/// A caller who may be signed in. No token means anonymous; a bad token is still a 401.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl FromRequest for MaybeAuthUser {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let verifier = verifier(&req)?;
+            match bearer_token(&req)? {
+                None => Ok(MaybeAuthUser(None)),
+                Some(token) => authenticate_user(&verifier, token)
+                    .await
+                    .map(|u| MaybeAuthUser(Some(u))),
+            }
+        })
+    }
+}
+
+/// Another of our services, calling an `/internal/` endpoint with a service token.
+/// A valid user token is refused with 403: users never reach internal endpoints.
+#[derive(Debug, Clone)]
+pub struct ServiceCaller {
+    /// The calling service's name (`posts`, `messaging`).
+    pub name: String,
+}
+
+impl FromRequest for ServiceCaller {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let verifier = verifier(&req)?;
+            let token = bearer_token(&req)?.ok_or(TokenError::Missing)?;
+            let claims = verifier.verify(token).await?;
+            let service = claims.sub.strip_prefix("svc:");
+            match service {
+                Some(name)
+                    if claims.aud == verifier.settings.internal_audience
+                        && claims.role == Role::Service =>
+                {
+                    Ok(ServiceCaller {
+                        name: name.to_owned(),
+                    })
+                }
+                _ => Err(Problem::forbidden(
+                    "internal endpoints accept only service credentials",
+                )),
+            }
+        })
+    }
+}
+
+/// Who the bearer of a user token is, as this service sees it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Session {
+    /// The account id from the token.
+    pub user_id: Uuid,
+    /// The role from the token.
+    pub role: Role,
+}
+
+/// `GET /v1/session`: verifies the caller's token locally and says whom it names. Every
+/// service serves it, so a frontend can check a token against the service it is about to call.
+#[utoipa::path(
+    tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Session),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/session")]
+pub async fn session(user: AuthUser) -> HttpResponse {
+    HttpResponse::Ok().json(Session {
+        user_id: user.id,
+        role: user.role,
+    })
+}

@@ -1,0 +1,210 @@
+//! PostgreSQL: pools with bounded waits, per-service migrations, and the bootstrap that creates
+//! the database, each service's role and its schema.
+//!
+//! One database, one schema per service, one login role per service that owns its schema and
+//! has no privilege on the others. Each service keeps its migration history in its own schema
+//! (`<schema>._sqlx_migrations`). See docs/adr/0002-schema-per-service.md.
+
+use crate::config::{ConfigError, Env, Secret};
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How a service connects to PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`: the service's own role on the shared database.
+    pub url: Secret,
+    /// `DATABASE_MAX_CONNECTIONS` (default 10): this replica's share of the connection budget.
+    pub max_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS` (default 3000): longest wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS` (default 5000): longest a statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// Reads the settings; `default_url` is the local development role of the service.
+    pub fn from_env(env: &Env, default_url: &str) -> Result<Self, ConfigError> {
+        let settings = Self {
+            url: env.secret("DATABASE_URL", default_url),
+            max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 3000)?,
+            statement_timeout: env.millis("DATABASE_STATEMENT_TIMEOUT_MS", 5000)?,
+        };
+        PgConnectOptions::from_str(settings.url.expose())
+            .map_err(|e| env.invalid("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        Ok(settings)
+    }
+
+    /// Connection options: the URL, the service's schema first on the search path, and the
+    /// statement timeout.
+    pub fn connect_options(&self, schema: &str) -> anyhow::Result<PgConnectOptions> {
+        let options =
+            PgConnectOptions::from_str(self.url.expose()).context("parsing DATABASE_URL")?;
+        Ok(options
+            .options([
+                ("search_path", schema.to_owned()),
+                (
+                    "statement_timeout",
+                    format!("{}", self.statement_timeout.as_millis()),
+                ),
+            ])
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
+    }
+
+    /// A pool that connects lazily, so a service starts (and reports not-ready) while
+    /// PostgreSQL is down, and whose waits are bounded.
+    pub fn pool(&self, schema: &str) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy_with(self.connect_options(schema)?))
+    }
+}
+
+/// The migrator of a service, recording its history in its own schema.
+pub fn migrator_for(mut migrator: Migrator, schema: &str) -> Migrator {
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator
+}
+
+/// A service's place in the database: its login role and the schema it owns.
+#[derive(Debug, Clone)]
+pub struct ServiceRole {
+    /// The schema, named after the service (`users`).
+    pub schema: String,
+    /// The login role (`users_svc`).
+    pub role: String,
+    /// The role's password, set when the role is created.
+    pub password: Secret,
+}
+
+impl ServiceRole {
+    /// The role of `service` with its conventional names: schema `<service>`, role `<service>_svc`.
+    pub fn new(service: &str, password: Secret) -> Self {
+        Self {
+            schema: service.to_owned(),
+            role: format!("{service}_svc"),
+            password,
+        }
+    }
+}
+
+fn ident(name: &str) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    anyhow::ensure!(ok, "{name:?} is not a plain lower-case SQL identifier");
+    Ok(format!("\"{name}\""))
+}
+
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Creates, if missing, the database `database`, and for each service its login role and the
+/// schema that role owns; revokes everything else. Idempotent, and safe to run concurrently
+/// (roles are cluster-wide, so parallel test databases share them).
+///
+/// `admin` is a superuser connection to any database of the cluster (usually `postgres`).
+pub async fn bootstrap(
+    admin: &PgConnectOptions,
+    database: &str,
+    services: &[ServiceRole],
+) -> anyhow::Result<()> {
+    let db = ident(database)?;
+    let mut conn = admin
+        .connect()
+        .await
+        .context("connecting as the admin role")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let created = sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut conn)
+            .await;
+        if let Err(e) = created {
+            let duplicate =
+                e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04");
+            if !duplicate {
+                return Err(e).context("creating the database");
+            }
+        }
+    }
+    for service in services {
+        // CREATE ROLE has no IF NOT EXISTS; two bootstraps racing may both try.
+        let create_role = format!(
+            "DO $$ BEGIN CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+            ident(&service.role)?,
+            literal(service.password.expose()),
+        );
+        sqlx::raw_sql(AssertSqlSafe(create_role))
+            .execute(&mut conn)
+            .await
+            .context("creating a role")?;
+    }
+    conn.close().await?;
+
+    let mut conn = admin
+        .clone()
+        .database(database)
+        .connect()
+        .await
+        .context("connecting to the database")?;
+    let mut sql = format!(
+        "REVOKE ALL ON DATABASE {db} FROM PUBLIC; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+    );
+    for service in services {
+        let (role, schema) = (ident(&service.role)?, ident(&service.schema)?);
+        sql.push_str(&format!(
+            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};
+             CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role};
+             ALTER SCHEMA {schema} OWNER TO {role};
+             REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;"
+        ));
+    }
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .context("creating schemas and grants")?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Applies `migrator` (built with [`migrator_for`]) over one connection of `pool`.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("acquiring a connection to migrate")?;
+    migrator
+        .run(&mut *conn)
+        .await
+        .context("applying migrations")?;
+    Ok(())
+}
+
+/// Checks that the database answers within `timeout`.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
+    let check = async {
+        let mut conn = pool.acquire().await?;
+        conn.ping().await
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Ok(())))
+}
+
+/// A connection as the role of `options`, for tools and tests.
+pub async fn connect(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+    Ok(options.connect().await?)
+}

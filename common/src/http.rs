@@ -1,0 +1,56 @@
+//! The HTTP shell shared by the services: CORS, the request span, problem+json for extractor
+//! failures and unknown routes, and the health endpoints.
+
+use crate::config::HttpSettings;
+use crate::health::Readiness;
+use crate::problem;
+use actix_cors::Cors;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::from_fn;
+use actix_web::{App, web};
+
+/// CORS for browser frontends that call each service directly: only the configured origins.
+pub fn cors(allowed_origins: &[String]) -> Cors {
+    let cors = allowed_origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin));
+    cors.allowed_methods([
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ])
+    .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+    .allowed_header("idempotency-key")
+    .allowed_header("x-request-id")
+    .expose_headers(["x-request-id", "retry-after"])
+    .max_age(3600)
+}
+
+/// An `App` with what every service has: CORS, request spans, problem+json extractor
+/// configuration, the 404 fallback and the health endpoints. The service adds its routes.
+pub fn base_app(
+    settings: HttpSettings,
+    readiness: Readiness,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(cors(&settings.cors_allowed_origins))
+        .wrap(from_fn(crate::telemetry::trace_request))
+        .app_data(problem::json_config(settings.max_json_body))
+        .app_data(problem::path_config())
+        .app_data(problem::query_config())
+        .app_data(web::Data::new(readiness))
+        .configure(crate::health::configure)
+        .default_service(web::to(problem::not_found_handler))
+}

@@ -1,0 +1,17 @@
+//! What every service shares: configuration, telemetry, RFC 9457 errors, token verification,
+//! cursor pagination, database and Redis pools, health endpoints, CORS and the HTTP server shell.
+//!
+//! Nothing in here knows about users, posts or messages: a service owns its domain, `common`
+//! owns the plumbing that must behave the same in all three.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod redis;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,233 @@
+//! The token verifier against a JWKS endpoint whose key set changes under it: key rotation with
+//! no coordinated redeploy, removal of retired keys, and bounded refreshes.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on anything unexpected"
+)]
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use common::auth::{AuthSettings, Role, TokenError, TokenVerifier};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const PRIMARY: &str = include_str!("../../crates/test-support/keys/private/primary.pem");
+const SECONDARY: &str = include_str!("../../crates/test-support/keys/private/secondary.pem");
+const PRIMARY_PUBLIC: &str = include_str!("../../crates/test-support/keys/public/primary.pem");
+
+fn jwk(kid: &str, private_pem: &str) -> Jwk {
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    jwk
+}
+
+fn token(kid: &str, private_pem: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": uuid::Uuid::now_v7().to_string(), "iss": "issuer", "aud": "api", "exp": now + 60,
+        "iat": now, "nbf": now, "jti": "j", "role": "user",
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("at+jwt".to_owned());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A JWKS endpoint whose set the test replaces, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: Arc<RwLock<JwkSet>>,
+    fetches: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+impl JwksServer {
+    async fn start(keys: Vec<Jwk>) -> Self {
+        let keys = Arc::new(RwLock::new(JwkSet { keys }));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (k, f, down) = (keys.clone(), fetches.clone(), failing.clone());
+        let server = HttpServer::new(move || {
+            let (k, f, down) = (k.clone(), f.clone(), down.clone());
+            App::new().route(
+                "/jwks",
+                web::get().to(move || {
+                    let (k, f, down) = (k.clone(), f.clone(), down.clone());
+                    async move {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        if down.load(Ordering::SeqCst) {
+                            return HttpResponse::ServiceUnavailable().finish();
+                        }
+                        let set = k.read().unwrap().clone();
+                        HttpResponse::Ok().json(set)
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        Self {
+            url: format!("http://127.0.0.1:{port}/jwks"),
+            keys,
+            fetches,
+            failing,
+        }
+    }
+
+    fn serve(&self, keys: Vec<Jwk>) {
+        *self.keys.write().unwrap() = JwkSet { keys };
+    }
+}
+
+fn settings(jwks_url: Option<String>, min_refresh: Duration) -> AuthSettings {
+    AuthSettings {
+        issuer: "issuer".into(),
+        audience: "api".into(),
+        internal_audience: "internal".into(),
+        static_keys: Vec::new(),
+        jwks_url,
+        min_refresh_interval: min_refresh,
+        refresh_every: Duration::from_secs(300),
+        leeway: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn a_token_signed_by_a_newly_added_key_is_accepted_by_a_verifier_that_fetched_the_old_set() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    let verifier = TokenVerifier::new(
+        settings(Some(jwks.url.clone()), Duration::ZERO),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    verifier.refresh().await.unwrap();
+    let claims = verifier.verify(&token("k1", PRIMARY)).await.unwrap();
+    assert_eq!(claims.role, Role::User);
+
+    // The users service starts signing with k2 and publishes both.
+    jwks.serve(vec![jwk("k1", PRIMARY), jwk("k2", SECONDARY)]);
+    assert!(
+        verifier.verify(&token("k2", SECONDARY)).await.is_ok(),
+        "new key picked up on first sight"
+    );
+    assert!(
+        verifier.verify(&token("k1", PRIMARY)).await.is_ok(),
+        "old tokens stay valid"
+    );
+}
+
+#[tokio::test]
+async fn a_token_signed_by_a_removed_key_is_refused_after_the_refresh() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY), jwk("k2", SECONDARY)]).await;
+    let verifier = TokenVerifier::new(
+        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    verifier.refresh().await.unwrap();
+    let old = token("k1", PRIMARY);
+    assert!(verifier.verify(&old).await.is_ok());
+
+    jwks.serve(vec![jwk("k2", SECONDARY)]);
+    verifier.refresh().await.unwrap();
+    assert!(matches!(
+        verifier.verify(&old).await,
+        Err(TokenError::Invalid(_))
+    ));
+    assert!(verifier.verify(&token("k2", SECONDARY)).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_kids_trigger_at_most_one_refresh_per_interval() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    let verifier = TokenVerifier::new(
+        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    for kid in ["nope-1", "nope-2", "nope-3"] {
+        assert!(verifier.verify(&token(kid, PRIMARY)).await.is_err());
+    }
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        1,
+        "a flood of unknown kids costs one fetch"
+    );
+}
+
+#[tokio::test]
+async fn a_public_key_from_configuration_verifies_without_any_jwks() {
+    let mut s = settings(None, Duration::ZERO);
+    s.static_keys = vec![("seed".into(), PRIMARY_PUBLIC.into())];
+    let verifier = TokenVerifier::new(s, vec![], reqwest::Client::new()).unwrap();
+    assert!(verifier.verify(&token("seed", PRIMARY)).await.is_ok());
+    assert!(
+        verifier.verify(&token("seed", SECONDARY)).await.is_err(),
+        "a signature by another key under the same kid"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_leaves_known_keys_working() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    let verifier = TokenVerifier::new(
+        settings(Some(jwks.url.clone()), Duration::ZERO),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    verifier.refresh().await.unwrap();
+    // Point a second verifier at a dead port: refresh fails, nothing panics, unknown stays unknown.
+    let dead = TokenVerifier::new(
+        settings(Some("http://127.0.0.1:1/jwks".into()), Duration::ZERO),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    assert!(dead.refresh().await.is_err());
+    assert!(dead.verify(&token("k1", PRIMARY)).await.is_err());
+    assert!(verifier.verify(&token("k1", PRIMARY)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_failed_fetch_does_not_hold_back_the_next_refresh_for_the_whole_interval() {
+    // The verifier started before the users service could answer: its first fetch failed.
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    jwks.failing.store(true, Ordering::SeqCst);
+    let verifier = TokenVerifier::new(
+        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    assert!(verifier.refresh().await.is_err());
+    jwks.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        verifier.verify(&token("k1", PRIMARY)).await.is_ok(),
+        "retried well within the 60 s interval"
+    );
+
+    // The control: after a successful fetch the interval holds.
+    jwks.serve(vec![]);
+    verifier.refresh().await.unwrap();
+    jwks.serve(vec![jwk("k2", SECONDARY)]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verifier.verify(&token("k2", SECONDARY)).await.is_err());
+}

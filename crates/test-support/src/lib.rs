@@ -1,0 +1,117 @@
+//! Test support: a fresh database per test, bootstrapped exactly as production is (one schema
+//! and one login role per service), unique Redis key prefixes, and RSA keys for tests.
+//!
+//! The database of a passing test is dropped; a failing test keeps its database for a look.
+
+use common::config::Secret;
+use common::db::ServiceRole;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions};
+use std::str::FromStr;
+
+/// RSA key pairs used only by tests (PKCS#8 private keys, SPKI public keys).
+pub mod keys {
+    /// The key that signs by default.
+    pub const PRIMARY_PRIVATE: &str = include_str!("../keys/private/primary.pem");
+    /// Its public half.
+    pub const PRIMARY_PUBLIC: &str = include_str!("../keys/public/primary.pem");
+    /// A second key, for rotation tests.
+    pub const SECONDARY_PRIVATE: &str = include_str!("../keys/private/secondary.pem");
+    /// Its public half.
+    pub const SECONDARY_PUBLIC: &str = include_str!("../keys/public/secondary.pem");
+
+    /// A directory holding both private keys (`primary.pem`, `secondary.pem`), in the layout
+    /// the users service reads from `JWT_KEYS_DIR`.
+    pub fn private_dir() -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/keys/private").to_owned()
+    }
+}
+
+/// The services, each with its own schema and role.
+pub const SERVICES: [&str; 3] = ["users", "posts", "messaging"];
+
+/// The admin connection used to create test databases: `ADMIN_DATABASE_URL`, by default the
+/// local superuser.
+pub fn admin_options() -> PgConnectOptions {
+    let url = std::env::var("ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    PgConnectOptions::from_str(&url).expect("ADMIN_DATABASE_URL is a PostgreSQL URL")
+}
+
+/// The password test roles get when the bootstrap creates them.
+pub fn role_password(service: &str) -> Secret {
+    Secret::new(format!("{service}_dev_password"))
+}
+
+/// A database of its own for one test.
+pub struct TestDatabase {
+    /// The database name (`test_<uuid>`).
+    pub name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDatabase {
+    /// Creates the database and bootstraps every service's role and schema in it.
+    pub async fn new() -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_options();
+        let roles: Vec<ServiceRole> = SERVICES
+            .iter()
+            .map(|s| ServiceRole::new(s, role_password(s)))
+            .collect();
+        common::db::bootstrap(&admin, &name, &roles)
+            .await
+            .expect("bootstrapping the test database");
+        Self { name, admin }
+    }
+
+    /// The URL a service connects with: its own role, this database.
+    pub fn url_for(&self, service: &str) -> String {
+        format!(
+            "postgres://{service}_svc:{}@{}:{}/{}",
+            role_password(service).expose(),
+            self.admin.get_host(),
+            self.admin.get_port(),
+            self.name
+        )
+    }
+
+    /// Superuser options on this database, for assertions that look behind the API.
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.admin.clone().database(&self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping database {} of the failed test", self.name);
+            return;
+        }
+        let (name, admin) = (self.name.clone(), self.admin.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = admin.connect().await?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A Redis key prefix unique to one test.
+pub fn redis_prefix() -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
+}

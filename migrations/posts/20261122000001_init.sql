@@ -1,0 +1,3 @@
+-- The posts schema starts empty; its tables arrive with the posts feature. This migration
+-- exists so that the service's migration history table is created at start-up.
+SELECT 1;

@@ -1,0 +1,37 @@
+//! HTTP routes of the messaging service and its OpenAPI document.
+
+use common::problem::{FieldError, Problem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+/// Registers every route.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(common::auth::session);
+}
+
+/// The document's fixed parts; paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "messaging service", description = "Direct and group conversations, messages, read state and real-time delivery."),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Building and running the messaging service: pools, migrations, the token verifier, the server.
+
+use crate::config::Settings;
+use crate::routes::{self, ApiDoc};
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use common::auth::TokenVerifier;
+use common::service::Infrastructure;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+/// The schema this service owns.
+pub const SCHEMA: &str = "messaging";
+
+/// The migrations of the messaging schema, recorded in `messaging._sqlx_migrations`.
+pub fn migrator() -> Migrator {
+    common::db::migrator_for(sqlx::migrate!("../../migrations/messaging"), SCHEMA)
+}
+
+/// Applies the migrations and exits (the `migrate` subcommand).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = settings.base.database.pool(SCHEMA)?;
+    common::db::migrate(&pool, &migrator()).await?;
+    tracing::info!("messaging schema migrated");
+    Ok(())
+}
+
+/// The OpenAPI document, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, document) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    document
+}
+
+/// A built service, bound to its port, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Builds the service with a pool from its settings.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = settings.base.database.pool(SCHEMA)?;
+        Self::build_with_pool(settings, pool).await
+    }
+
+    /// Builds the service on an existing pool (tests inject their database this way).
+    pub async fn build_with_pool(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
+        let base = &settings.base;
+        let infra = Infrastructure::prepare(base, db, &migrator()).await?;
+        let verifier = Arc::new(TokenVerifier::new(
+            base.auth.clone(),
+            Vec::new(),
+            reqwest::Client::new(),
+        )?);
+        verifier.spawn_refresher();
+        let verifier = web::Data::from(verifier);
+        let readiness = infra.readiness.clone();
+        let (listener, port) = common::service::bind(&base.http)?;
+        let http = base.http.clone();
+        let server = HttpServer::new(move || {
+            let (app, document) = common::http::base_app(http.clone(), readiness.clone())
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
+                .app_data(verifier.clone())
+                .configure(routes::configure)
+                .split_for_parts();
+            app.service(common::openapi::docs_service(document))
+        })
+        .workers(base.http.workers)
+        .shutdown_timeout(base.http.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "messaging service listening");
+        Ok(Self { port, server })
+    }
+
+    /// The port it listens on (useful when it was 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

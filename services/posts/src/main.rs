@@ -1,0 +1,24 @@
+//! The posts service binary: `posts` (serve), `posts migrate`, `posts healthcheck`, `posts openapi`.
+
+use posts::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env(&common::config::Env::from_process())?;
+    let _telemetry = common::telemetry::init("posts", &settings.base.telemetry);
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Some("migrate") => posts::startup::migrate(&settings).await?,
+        Some("healthcheck") => common::health::check_local(settings.base.http.port).await?,
+        Some("openapi") => print!("{}", common::openapi::render(&posts::openapi())),
+        Some(other) => anyhow::bail!(
+            "unknown command {other:?}; expected serve, migrate, healthcheck or openapi"
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! `/v1/users/{id}/follow`, `/block`, `/followers`, `/following`, `/following/ids`.
+
+use crate::error::UsersError;
+use crate::startup::AppState;
+use crate::store::graph::{self, EdgeRow, FollowOutcome};
+use actix_web::{HttpResponse, delete, get, put, web};
+use chrono::{DateTime, Utc};
+use common::auth::AuthUser;
+use common::pagination::{Page, PageQuery};
+use common::problem::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// An account in a followers or following list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FollowEdge {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    /// When the follow happened.
+    pub followed_at: DateTime<Utc>,
+}
+
+/// Every followee of an account.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FolloweeIds {
+    /// All of them: an account follows at most 10,000 others.
+    pub ids: Vec<Uuid>,
+}
+
+/// Keyset position in a follow listing.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgePosition {
+    at: DateTime<Utc>,
+    id: Uuid,
+}
+
+fn edge_page(
+    rows: Vec<EdgeRow>,
+    request: &common::pagination::PageRequest<EdgePosition>,
+) -> Page<FollowEdge> {
+    Page::from_rows(
+        rows,
+        request,
+        |r| EdgePosition {
+            at: r.followed_at,
+            id: r.id,
+        },
+        |r| FollowEdge {
+            id: r.id,
+            username: r.username,
+            display_name: r.display_name,
+            followed_at: r.followed_at,
+        },
+    )
+}
+
+/// Follows an account. Idempotent.
+#[utoipa::path(
+    tag = "graph",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Following"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A block exists between you", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Yourself, or the follow limit is reached", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/users/{id}/follow")]
+pub async fn follow(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, UsersError> {
+    if *id == user.id {
+        return Err(UsersError::SelfAction("follow"));
+    }
+    let mut tx = state.db.begin().await?;
+    let outcome = graph::follow(&mut tx, user.id, *id).await?;
+    tx.commit().await?;
+    match outcome {
+        FollowOutcome::Following => Ok(HttpResponse::NoContent().finish()),
+        FollowOutcome::UnknownAccount => Err(UsersError::NotFound),
+        FollowOutcome::Blocked => Err(UsersError::FollowNotAllowed),
+        FollowOutcome::LimitReached => Err(UsersError::FollowLimit),
+    }
+}
+
+/// Stops following an account. Idempotent.
+#[utoipa::path(
+    tag = "graph",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Not following"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Yourself", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/users/{id}/follow")]
+pub async fn unfollow(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, UsersError> {
+    if *id == user.id {
+        return Err(UsersError::SelfAction("unfollow"));
+    }
+    let mut tx = state.db.begin().await?;
+    let known = graph::unfollow(&mut tx, user.id, *id).await?;
+    tx.commit().await?;
+    if known {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(UsersError::NotFound)
+    }
+}
+
+/// Blocks an account: follows both ways are removed, and new ones refused. Idempotent.
+#[utoipa::path(
+    tag = "graph",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Blocked"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Yourself", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/users/{id}/block")]
+pub async fn block(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, UsersError> {
+    if *id == user.id {
+        return Err(UsersError::SelfAction("block"));
+    }
+    let mut tx = state.db.begin().await?;
+    let known = graph::block(&mut tx, user.id, *id).await?;
+    tx.commit().await?;
+    if known {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(UsersError::NotFound)
+    }
+}
+
+/// Lifts a block. Idempotent.
+#[utoipa::path(
+    tag = "graph",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Not blocked"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Yourself", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/users/{id}/block")]
+pub async fn unblock(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, UsersError> {
+    if *id == user.id {
+        return Err(UsersError::SelfAction("unblock"));
+    }
+    let mut tx = state.db.begin().await?;
+    let known = graph::unblock(&mut tx, user.id, *id).await?;
+    tx.commit().await?;
+    if known {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(UsersError::NotFound)
+    }
+}
+
+/// Who follows an account, newest first.
+#[utoipa::path(
+    tag = "graph",
+    params(("id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = Page<FollowEdge>),
+        (status = 400, description = "Bad cursor or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/users/{id}/followers")]
+pub async fn followers(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, UsersError> {
+    let request = page.parse::<EdgePosition>()?;
+    if !graph::exists(&state.db, *id).await? {
+        return Err(UsersError::NotFound);
+    }
+    let after = request.after.as_ref().map(|p| (p.at, p.id));
+    let rows = graph::followers(&state.db, *id, after, request.fetch_limit()).await?;
+    Ok(HttpResponse::Ok().json(edge_page(rows, &request)))
+}
+
+/// Whom an account follows, newest first.
+#[utoipa::path(
+    tag = "graph",
+    params(("id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = Page<FollowEdge>),
+        (status = 400, description = "Bad cursor or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/users/{id}/following")]
+pub async fn following(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, UsersError> {
+    let request = page.parse::<EdgePosition>()?;
+    if !graph::exists(&state.db, *id).await? {
+        return Err(UsersError::NotFound);
+    }
+    let after = request.after.as_ref().map(|p| (p.at, p.id));
+    let rows = graph::following(&state.db, *id, after, request.fetch_limit()).await?;
+    Ok(HttpResponse::Ok().json(edge_page(rows, &request)))
+}
+
+/// Every account id an account follows — the input of the home feed. Complete: an account
+/// follows at most 10,000 others.
+#[utoipa::path(
+    tag = "graph",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = FolloweeIds),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/users/{id}/following/ids")]
+pub async fn following_ids(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, UsersError> {
+    if !graph::exists(&state.db, *id).await? {
+        return Err(UsersError::NotFound);
+    }
+    let ids = graph::following_ids(&state.db, *id).await?;
+    Ok(HttpResponse::Ok().json(FolloweeIds { ids }))
+}

@@ -1,0 +1,185 @@
+//! Accounts: creation, credentials, profiles, roles and suspension.
+
+use crate::domain::{Bio, DisplayName, Email, Username};
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// An account as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub bio: String,
+    pub role: String,
+    pub followers_count: i64,
+    pub following_count: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What sign-in needs.
+#[derive(Debug, Clone)]
+pub struct CredentialsRow {
+    pub id: Uuid,
+    pub password_hash: String,
+    pub role: String,
+    pub suspended: bool,
+}
+
+/// What refresh needs: whether the account may still get tokens, and with which role.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub role: String,
+    pub suspended: bool,
+}
+
+/// Creates an account. A taken username or email fails on its named unique constraint.
+#[tracing::instrument(skip_all, err)]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    username: &Username,
+    email: &Email,
+    password_hash: &str,
+    display_name: &DisplayName,
+) -> Result<AccountRow, sqlx::Error> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"INSERT INTO users.accounts (id, username, email, password_hash, display_name)
+           VALUES ($1, $2, $3, $4, $5)
+           RETURNING id, username, email, display_name, bio, role, followers_count, following_count, created_at"#,
+        Uuid::now_v7(),
+        username.as_str(),
+        email.as_str(),
+        password_hash,
+        display_name.as_str(),
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The account whose username or email is `login`.
+#[tracing::instrument(skip_all, err)]
+pub async fn credentials(
+    db: impl PgExecutor<'_>,
+    login: &str,
+) -> Result<Option<CredentialsRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CredentialsRow,
+        r#"SELECT id, password_hash, role, suspended_at IS NOT NULL AS "suspended!"
+           FROM users.accounts WHERE username = $1 OR email = $1
+           LIMIT 1"#,
+        login,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Role and suspension of an account.
+#[tracing::instrument(skip_all, err)]
+pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<StatusRow>, sqlx::Error> {
+    sqlx::query_as!(
+        StatusRow,
+        r#"SELECT role, suspended_at IS NOT NULL AS "suspended!" FROM users.accounts WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One account by id.
+#[tracing::instrument(skip_all, err)]
+pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<AccountRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, username, email, display_name, bio, role, followers_count, following_count, created_at
+           FROM users.accounts WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One account by username (already normalised).
+#[tracing::instrument(skip_all, err)]
+pub async fn by_username(
+    db: impl PgExecutor<'_>,
+    username: &str,
+) -> Result<Option<AccountRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, username, email, display_name, bio, role, followers_count, following_count, created_at
+           FROM users.accounts WHERE username = $1"#,
+        username,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Many accounts by id; unknown ids are absent from the result.
+#[tracing::instrument(skip_all, fields(count = ids.len()), err)]
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, username, email, display_name, bio, role, followers_count, following_count, created_at
+           FROM users.accounts WHERE id = ANY($1)"#,
+        ids,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Updates the profile fields that are `Some`; returns the account, or `None` if it is gone.
+#[tracing::instrument(skip_all, err)]
+pub async fn update_profile(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    display_name: Option<&DisplayName>,
+    bio: Option<&Bio>,
+) -> Result<Option<AccountRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"UPDATE users.accounts
+           SET display_name = COALESCE($2, display_name), bio = COALESCE($3, bio), updated_at = now()
+           WHERE id = $1
+           RETURNING id, username, email, display_name, bio, role, followers_count, following_count, created_at"#,
+        id,
+        display_name.map(DisplayName::as_str),
+        bio.map(Bio::as_str),
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Sets an account's role; false if there is no such account.
+#[tracing::instrument(skip_all, err)]
+pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE users.accounts SET role = $2, updated_at = now() WHERE id = $1"#,
+        id,
+        role,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Suspends or reinstates an account; false if there is no such account.
+#[tracing::instrument(skip_all, err)]
+pub async fn set_suspended(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    suspended: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE users.accounts
+           SET suspended_at = CASE WHEN $2 THEN COALESCE(suspended_at, now()) END, updated_at = now()
+           WHERE id = $1"#,
+        id,
+        suspended,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,125 @@
+//! actix's own failures answer as problem+json: bad JSON, wrong content type, oversize bodies,
+//! unknown routes; and every response carries a request id.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"login\": ")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::BAD_REQUEST, "malformed_json").await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_415_problem() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("content-type", "text/plain")
+        .body("login=a&password=b")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversize_body_is_a_413_problem() {
+    let app = spawn_app().await;
+    let body = serde_json::json!({"login": "a".repeat(20_000), "password": "x"});
+    let response = app.post("/v1/auth/login", None, body).await;
+    expect_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_a_404_problem() {
+    let app = spawn_app().await;
+    expect_problem(
+        app.get("/v2/nothing", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sane_incoming_request_id_is_echoed_and_a_missing_one_is_generated() {
+    let app = spawn_app().await;
+    let echoed = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+    let generated = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let hostile = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "a b<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(hostile.headers()["x-request-id"], "a b<script>");
+}
+
+#[tokio::test]
+async fn readiness_is_200_when_postgres_and_redis_answer() {
+    let app = spawn_app().await;
+    expect_json(app.get("/health/ready", None).await, StatusCode::OK).await;
+    expect_json(app.get("/health/live", None).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_redis_is_unreachable() {
+    let app = spawn_app_with(|s| s.base.redis.url = "redis://127.0.0.1:1".to_owned()).await;
+    let response = app.get("/health/ready", None).await;
+    assert!(response.headers().contains_key("retry-after"));
+    expect_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cors_allows_configured_origins_only() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/users/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("http://localhost:3000").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let denied = preflight("https://evil.example").await.unwrap();
+    assert!(!denied.headers().contains_key("access-control-allow-origin"));
+}

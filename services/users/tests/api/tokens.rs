@@ -1,0 +1,300 @@
+//! Access tokens: what is signed, what is published, and every forgery refused with 401.
+
+use crate::helpers::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use test_support::keys;
+
+fn claims_for(user: &TestUser, overrides: Value) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({
+        "sub": user.id.to_string(), "iss": "http://127.0.0.1:8081", "aud": "social-api",
+        "exp": now + 300, "iat": now, "nbf": now, "jti": uuid::Uuid::new_v4().to_string(), "role": "user",
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+fn sign(claims: &Value, kid: &str, typ: &str, private_pem: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some(typ.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn valid(claims: &Value) -> String {
+    sign(claims, "primary", "at+jwt", keys::PRIMARY_PRIVATE)
+}
+
+#[tokio::test]
+async fn a_token_signed_in_the_test_like_the_service_does_is_accepted() {
+    // The control for the attack table below: only the attacked property differs.
+    let app = spawn_app().await;
+    let user = app.register("control").await;
+    let token = valid(&claims_for(&user, json!({})));
+    expect_json(app.get("/v1/users/me", Some(&token)).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
+    let app = spawn_app().await;
+    let user = app.register("victim").await;
+    let now = chrono::Utc::now().timestamp();
+    let good = valid(&claims_for(&user, json!({})));
+    let (header_b64, rest) = good.split_once('.').unwrap();
+    let payload_b64 = rest.split_once('.').unwrap().0;
+
+    let alg_none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt","kid":"primary"}"#),
+        payload_b64
+    );
+    let hs256 = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("primary".into());
+        header.typ = Some("at+jwt".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims_for(&user, json!({})),
+            &EncodingKey::from_secret(keys::PRIMARY_PUBLIC.as_bytes()),
+        )
+        .unwrap()
+    };
+    let tampered = {
+        let forged =
+            URL_SAFE_NO_PAD.encode(claims_for(&user, json!({"role": "admin"})).to_string());
+        let signature = good.rsplit_once('.').unwrap().1;
+        format!("{header_b64}.{forged}.{signature}")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", alg_none),
+        ("HS256 keyed with the public key", hs256),
+        (
+            "expired",
+            valid(&claims_for(
+                &user,
+                json!({"exp": now - 120, "iat": now - 1000, "nbf": now - 1000}),
+            )),
+        ),
+        (
+            "not yet valid",
+            valid(&claims_for(&user, json!({"nbf": now + 600}))),
+        ),
+        (
+            "wrong issuer",
+            valid(&claims_for(&user, json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "wrong audience",
+            valid(&claims_for(&user, json!({"aud": "another-api"}))),
+        ),
+        ("no exp", valid(&claims_for(&user, json!({"exp": null})))),
+        (
+            "unknown kid",
+            sign(
+                &claims_for(&user, json!({})),
+                "no-such-key",
+                "at+jwt",
+                keys::PRIMARY_PRIVATE,
+            ),
+        ),
+        (
+            "signed by a key we do not trust under a trusted kid",
+            sign(
+                &claims_for(&user, json!({})),
+                "primary",
+                "at+jwt",
+                keys::SECONDARY_PRIVATE,
+            ),
+        ),
+        (
+            "wrong typ",
+            sign(
+                &claims_for(&user, json!({})),
+                "primary",
+                "JWT",
+                keys::PRIMARY_PRIVATE,
+            ),
+        ),
+        ("tampered payload", tampered),
+        ("refresh token as access token", user.refresh_token.clone()),
+        ("garbage", "a.b.c".to_owned()),
+    ];
+    for (why, token) in cases {
+        let response = app.get("/v1/users/me", Some(&token)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{why}");
+        assert!(response.headers().contains_key("www-authenticate"), "{why}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["code"] == "unauthenticated" || body["code"] == "token_expired",
+            "{why}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_says_so_so_that_clients_refresh() {
+    let app = spawn_app().await;
+    let user = app.register("late").await;
+    let now = chrono::Utc::now().timestamp();
+    let token = valid(&claims_for(
+        &user,
+        json!({"exp": now - 120, "iat": now - 1000, "nbf": now - 1000}),
+    ));
+    expect_problem(
+        app.get("/v1/users/me", Some(&token)).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_authorization_header_is_a_401() {
+    let app = spawn_app().await;
+    expect_problem(
+        app.get("/v1/users/me", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    let basic = app
+        .client
+        .get(app.url("/v1/users/me"))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(basic, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_bad_token_on_an_endpoint_that_allows_anonymous_callers_is_still_a_401() {
+    let app = spawn_app().await;
+    let user = app.register("anon").await;
+    let path = format!("/v1/users/{}", user.id);
+    expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    expect_problem(
+        app.get(&path, Some("not.a.token")).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_jwks_publishes_every_loaded_key_and_the_access_token_names_the_signing_one() {
+    let app = spawn_app().await;
+    let jwks = expect_json(
+        app.get("/.well-known/jwks.json", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, vec!["primary", "secondary"]);
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kty"] == "RSA" && k["alg"] == "RS256" && k.get("d").is_none())
+    );
+
+    let user = app.register("kid").await;
+    let header = jsonwebtoken::decode_header(&user.access_token).unwrap();
+    assert_eq!(
+        (header.alg, header.kid.as_deref(), header.typ.as_deref()),
+        (Algorithm::RS256, Some("primary"), Some("at+jwt"))
+    );
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(user.access_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    for claim in ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "role"] {
+        assert!(payload.get(claim).is_some(), "claim {claim} is present");
+    }
+    assert!(payload["exp"].as_i64().unwrap() - payload["iat"].as_i64().unwrap() <= 900);
+}
+
+#[tokio::test]
+async fn services_get_tokens_for_internal_endpoints_and_users_are_refused_there() {
+    let app = spawn_app().await;
+    let user = app.register("target").await;
+    let path = format!("/internal/v1/users/{}", user.id);
+
+    let service = expect_json(
+        app.post(
+            "/v1/auth/service-token",
+            None,
+            json!({"client_id": "posts", "client_secret": "posts-dev-secret"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let standing = expect_json(
+        app.get(&path, service["access_token"].as_str()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(standing["suspended"], false);
+
+    expect_problem(
+        app.get(&path, Some(&user.access_token)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    expect_problem(
+        app.get(&path, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    // A service token is no user token either.
+    expect_problem(
+        app.get("/v1/users/me", service["access_token"].as_str())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+
+    let wrong = app
+        .post(
+            "/v1/auth/service-token",
+            None,
+            json!({"client_id": "posts", "client_secret": "guess"}),
+        )
+        .await;
+    expect_problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let unknown = app
+        .post(
+            "/v1/auth/service-token",
+            None,
+            json!({"client_id": "mallory", "client_secret": "x"}),
+        )
+        .await;
+    expect_problem(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+}
