@@ -87,6 +87,11 @@ impl Application {
         self.port
     }
 
+    /// A handle to stop the server (tests stop a dependency with it).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGTERM/SIGINT, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await

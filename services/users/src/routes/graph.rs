@@ -3,7 +3,8 @@
 use crate::error::UsersError;
 use crate::startup::AppState;
 use crate::store::graph::{self, EdgeRow, FollowOutcome};
-use actix_web::{HttpResponse, delete, get, put, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
 use common::pagination::{Page, PageQuery};
@@ -236,12 +237,15 @@ pub async fn following(
 }
 
 /// Every account id an account follows — the input of the home feed. Complete: an account
-/// follows at most 10,000 others.
+/// follows at most 10,000 others. The `ETag` changes with every follow, unfollow or block that
+/// changes the set; `If-None-Match` with the current one is answered 304, so a caller may keep
+/// the list cached and still see every change on its next request.
 #[utoipa::path(
     tag = "graph",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path), ("If-None-Match" = Option<String>, Header, description = "ETag of a cached copy")),
     responses(
-        (status = 200, body = FolloweeIds),
+        (status = 200, body = FolloweeIds, headers(("ETag" = String))),
+        (status = 304, description = "The cached copy is current", headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -249,10 +253,25 @@ pub async fn following(
 pub async fn following_ids(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, UsersError> {
-    if !graph::exists(&state.db, *id).await? {
-        return Err(UsersError::NotFound);
+    // The version is read before the ids: a follow landing in between yields ids newer than
+    // their ETag (harmless), never an ETag newer than its ids (which would hide the follow).
+    let version = graph::graph_version(&state.db, *id)
+        .await?
+        .ok_or(UsersError::NotFound)?;
+    let etag = format!("\"v{version}\"");
+    let cached = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if cached == Some(etag.as_str()) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
     }
     let ids = graph::following_ids(&state.db, *id).await?;
-    Ok(HttpResponse::Ok().json(FolloweeIds { ids }))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .json(FolloweeIds { ids }))
 }

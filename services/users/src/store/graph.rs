@@ -64,6 +64,17 @@ async fn blocked_either_way(
     .await
 }
 
+/// Marks the followee sets of `ids` as changed (the ETag of their followee-id lists).
+async fn bump_graph_versions(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE users.accounts SET graph_version = graph_version + 1 WHERE id = ANY($1)"#,
+        ids,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn adjust_counts(
     conn: &mut PgConnection,
     follower: Uuid,
@@ -118,6 +129,7 @@ pub async fn follow(
     .execute(&mut *conn)
     .await?;
     adjust_counts(conn, follower, followee, 1).await?;
+    bump_graph_versions(conn, &[follower]).await?;
     Ok(FollowOutcome::Following)
 }
 
@@ -140,6 +152,7 @@ pub async fn unfollow(
     .await?;
     if deleted.rows_affected() == 1 {
         adjust_counts(conn, follower, followee, -1).await?;
+        bump_graph_versions(conn, &[follower]).await?;
     }
     Ok(true)
 }
@@ -171,8 +184,12 @@ pub async fn block(
     )
     .fetch_all(&mut *conn)
     .await?;
-    for edge in removed {
+    for edge in &removed {
         adjust_counts(conn, edge.follower_id, edge.followee_id, -1).await?;
+    }
+    let followers: Vec<Uuid> = removed.iter().map(|edge| edge.follower_id).collect();
+    if !followers.is_empty() {
+        bump_graph_versions(conn, &followers).await?;
     }
     Ok(true)
 }
@@ -296,6 +313,17 @@ pub async fn following_ids(db: impl PgExecutor<'_>, user: Uuid) -> Result<Vec<Uu
         MAX_FOLLOWING,
     )
     .fetch_all(db)
+    .await
+}
+
+/// The version of an account's followee set, or `None` if there is no such account.
+#[tracing::instrument(skip_all, err)]
+pub async fn graph_version(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT graph_version FROM users.accounts WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
     .await
 }
 

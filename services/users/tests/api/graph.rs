@@ -272,3 +272,59 @@ async fn following_ids_lists_every_followee() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_followee_list_etag_changes_exactly_when_the_set_changes() {
+    let app = spawn_app().await;
+    let (reader, a, b) = (
+        app.register("reader").await,
+        app.register("a_author").await,
+        app.register("b_author").await,
+    );
+    let path = format!("/v1/users/{}/following/ids", reader.id);
+    let etag_of = |r: &reqwest::Response| r.headers()["etag"].to_str().unwrap().to_owned();
+    let conditional = |etag: String| {
+        app.client
+            .get(app.url(&path))
+            .header("if-none-match", etag)
+            .send()
+    };
+
+    let first = app.get(&path, None).await;
+    let etag0 = etag_of(&first);
+    assert_eq!(
+        conditional(etag0.clone()).await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
+
+    expect_status(follow(&app, &reader, a.id).await, StatusCode::NO_CONTENT).await;
+    let changed = conditional(etag0.clone()).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "a follow changes the set");
+    let etag1 = etag_of(&changed);
+    // Following again changes nothing.
+    expect_status(follow(&app, &reader, a.id).await, StatusCode::NO_CONTENT).await;
+    assert_eq!(
+        conditional(etag1.clone()).await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
+    // Someone else's follow does not touch this reader's set.
+    expect_status(follow(&app, &b, a.id).await, StatusCode::NO_CONTENT).await;
+    assert_eq!(
+        conditional(etag1.clone()).await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
+    // Being blocked by a followee removes the follow, and so changes the set.
+    expect_status(
+        app.put(
+            &format!("/v1/users/{}/block", reader.id),
+            Some(&a.access_token),
+        )
+        .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let after_block = conditional(etag1).await.unwrap();
+    assert_eq!(after_block.status(), StatusCode::OK);
+    let body: Value = after_block.json().await.unwrap();
+    assert_eq!(body["ids"], serde_json::json!([]));
+}
