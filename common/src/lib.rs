@@ -15,3 +15,4 @@ pub mod problem;
 pub mod redis;
 pub mod service;
 pub mod telemetry;
+pub mod users_client;

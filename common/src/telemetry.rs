@@ -151,3 +151,8 @@ pub async fn trace_request(
         }
     }
 }
+
+/// The request id [`trace_request`] gave this request, to forward on calls to other services.
+pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|id| id.0.clone())
+}

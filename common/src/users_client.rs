@@ -1,0 +1,224 @@
+//! The typed client other services use to ask the users service what they need to know about
+//! users: followee ids (with a conditional request, so a cached list costs a 304) and author
+//! profiles in batches.
+//!
+//! One `reqwest::Client` built once, with connect and request timeouts; the request id is
+//! forwarded; reads are retried once on a connection failure and never otherwise, so a slow
+//! users service is not hammered. Answers are untrusted: strict types and a size cap.
+
+use crate::config::{ConfigError, Env};
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_NONE_MATCH};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Largest answer accepted from the users service (10,000 followee ids are ~400 KB).
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+/// Most ids one batch profile request may name (the users service's limit).
+const BATCH: usize = 100;
+
+/// Where the users service is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct UsersClientSettings {
+    /// `USERS_BASE_URL` (default `http://127.0.0.1:8081`).
+    pub base_url: String,
+    /// `USERS_CONNECT_TIMEOUT_MS` (default 500).
+    pub connect_timeout: Duration,
+    /// `USERS_TIMEOUT_MS` (default 2000): bound on a whole request, retries included.
+    pub timeout: Duration,
+}
+
+impl UsersClientSettings {
+    /// Reads the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let base_url = env.string("USERS_BASE_URL", "http://127.0.0.1:8081");
+        reqwest::Url::parse(&base_url)
+            .map_err(|e| env.invalid("USERS_BASE_URL", format!("not a URL: {e}")))?;
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            connect_timeout: env.millis("USERS_CONNECT_TIMEOUT_MS", 500)?,
+            timeout: env.millis("USERS_TIMEOUT_MS", 2000)?,
+        })
+    }
+}
+
+/// What other services show of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserSummary {
+    /// The account id.
+    pub id: Uuid,
+    /// The username.
+    pub username: String,
+    /// The display name.
+    pub display_name: String,
+}
+
+/// The answer to a conditional followee-id request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followees {
+    /// The cached copy with the given ETag is current.
+    Unchanged,
+    /// The current list and its ETag.
+    Current {
+        /// Opaque version of the list.
+        etag: String,
+        /// Every followee id.
+        ids: Vec<Uuid>,
+    },
+}
+
+/// Why a call to the users service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersClientError {
+    /// Unreachable, too slow, or failing (5xx): the caller should answer 503.
+    #[error("users service unavailable: {0}")]
+    Unavailable(String),
+    /// The user does not exist.
+    #[error("user not found")]
+    NotFound,
+    /// The answer did not have the expected shape.
+    #[error("unexpected answer from the users service: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct IdsAnswer {
+    ids: Vec<Uuid>,
+}
+
+#[derive(Deserialize)]
+struct ProfilesAnswer {
+    items: Vec<UserSummary>,
+}
+
+/// A client of the users service.
+#[derive(Debug, Clone)]
+pub struct UsersClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl UsersClient {
+    /// Builds the client once; clone it freely (it shares one connection pool).
+    pub fn new(settings: &UsersClientSettings) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: settings.base_url.clone(),
+        })
+    }
+
+    /// Every followee id of `user`. With the ETag of a cached copy, answers
+    /// [`Followees::Unchanged`] when that copy is current.
+    #[tracing::instrument(skip_all, fields(%user), err)]
+    pub async fn followee_ids(
+        &self,
+        user: Uuid,
+        cached_etag: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Followees, UsersClientError> {
+        let url = format!("{}/v1/users/{user}/following/ids", self.base_url);
+        let response = self.get(&url, request_id, cached_etag).await?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => Ok(Followees::Unchanged),
+            StatusCode::NOT_FOUND => Err(UsersClientError::NotFound),
+            StatusCode::OK => {
+                let etag = response
+                    .headers()
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| UsersClientError::Invalid("no ETag".into()))?;
+                let answer: IdsAnswer = read_json(response).await?;
+                Ok(Followees::Current {
+                    etag,
+                    ids: answer.ids,
+                })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Summaries of the users among `ids` who exist; unknown ids are absent.
+    #[tracing::instrument(skip_all, fields(count = ids.len()), err)]
+    pub async fn profiles(
+        &self,
+        ids: &[Uuid],
+        request_id: Option<&str>,
+    ) -> Result<Vec<UserSummary>, UsersClientError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH) {
+            let list = chunk
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let url = format!("{}/v1/users?ids={list}", self.base_url);
+            let response = self.get(&url, request_id, None).await?;
+            match response.status() {
+                StatusCode::OK => found.extend(read_json::<ProfilesAnswer>(response).await?.items),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(found)
+    }
+
+    /// A GET, retried once if the connection could not be made (never after a timeout or an
+    /// answer: the users service may be overloaded, and retries would add to it).
+    async fn get(
+        &self,
+        url: &str,
+        request_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, UsersClientError> {
+        let attempt = || {
+            let mut request = self.http.get(url);
+            if let Some(id) = request_id {
+                request = request.header(crate::telemetry::REQUEST_ID_HEADER.as_str(), id);
+            }
+            if let Some(etag) = etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            request.send()
+        };
+        let response = match attempt().await {
+            Err(e) if e.is_connect() => attempt().await,
+            other => other,
+        }
+        .map_err(|e| UsersClientError::Unavailable(e.to_string()))?;
+        if response.status().is_server_error() {
+            return Err(UsersClientError::Unavailable(format!(
+                "status {}",
+                response.status()
+            )));
+        }
+        Ok(response)
+    }
+}
+
+fn unexpected(status: StatusCode) -> UsersClientError {
+    UsersClientError::Invalid(format!("status {status}"))
+}
+
+async fn read_json<T: DeserializeOwned>(
+    mut response: reqwest::Response,
+) -> Result<T, UsersClientError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| UsersClientError::Unavailable(e.to_string()))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(UsersClientError::Invalid("answer too large".into()));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| UsersClientError::Invalid(e.to_string()))
+}
