@@ -2,6 +2,8 @@
 
 use common::config::{ConfigError, Env};
 use common::service::ServiceSettings;
+use common::users_client::UsersClientSettings;
+use std::time::Duration;
 
 /// Default port of the posts service.
 pub const DEFAULT_PORT: u16 = 8082;
@@ -11,6 +13,13 @@ pub const DEFAULT_PORT: u16 = 8082;
 pub struct Settings {
     /// What every service reads: HTTP, database, Redis, token verification, logs.
     pub base: ServiceSettings,
+    /// Where the users service is.
+    pub users: UsersClientSettings,
+    /// `AUTHOR_CACHE_TTL_SECS` (default 60): how long an author's name may be stale.
+    pub author_cache_ttl: Duration,
+    /// `FOLLOWEES_CACHE_TTL_SECS` (default 3600): how long a followee list is kept to stand in
+    /// while the users service is down (it is revalidated on every read while it is up).
+    pub followees_cache_ttl: Duration,
 }
 
 impl Settings {
@@ -23,6 +32,9 @@ impl Settings {
                 DEFAULT_PORT,
                 Some("http://127.0.0.1:8081/.well-known/jwks.json"),
             )?,
+            users: UsersClientSettings::from_env(env)?,
+            author_cache_ttl: env.seconds("AUTHOR_CACHE_TTL_SECS", 60)?,
+            followees_cache_ttl: env.seconds("FOLLOWEES_CACHE_TTL_SECS", 3600)?,
         })
     }
 }

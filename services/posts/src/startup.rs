@@ -1,16 +1,26 @@
 //! Building and running the posts service: pools, migrations, the token verifier, the server.
 
 use crate::config::Settings;
+use crate::directory::Directory;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::service::Infrastructure;
+use common::users_client::UsersClient;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
+
+/// What every handler can reach, registered once as `web::Data`.
+pub struct AppState {
+    /// The `posts_svc` pool.
+    pub db: PgPool,
+    /// Users, as the users service and the cache know them.
+    pub directory: Directory,
+}
 
 /// The schema this service owns.
 pub const SCHEMA: &str = "posts";
@@ -62,6 +72,19 @@ impl Application {
         )?);
         verifier.spawn_refresher();
         let verifier = web::Data::from(verifier);
+        let directory = Directory::new(
+            UsersClient::new(&settings.users)?,
+            infra.redis.clone(),
+            base.redis.key_prefix.clone(),
+            base.redis.timeout,
+            settings.author_cache_ttl,
+            settings.followees_cache_ttl,
+        );
+        let state = web::Data::new(AppState {
+            db: infra.db.clone(),
+            directory,
+        });
+        spawn_idempotency_purge(infra.db.clone());
         let readiness = infra.readiness.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
@@ -70,6 +93,7 @@ impl Application {
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .app_data(verifier.clone())
+                .app_data(state.clone())
                 .configure(routes::configure)
                 .split_for_parts();
             app.service(common::openapi::docs_service(document))
@@ -87,8 +111,29 @@ impl Application {
         self.port
     }
 
+    /// A handle to stop the server (tests stop a dependency with it).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGTERM/SIGINT, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Deletes expired idempotency keys every ten minutes. Every replica runs it; the DELETE is
+/// idempotent, so that is only a little redundant work.
+fn spawn_idempotency_purge(db: PgPool) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            match crate::store::idempotency::purge_expired(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+        }
+    });
 }

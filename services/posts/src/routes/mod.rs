@@ -1,5 +1,8 @@
 //! HTTP routes of the posts service and its OpenAPI document.
 
+pub mod lists;
+pub mod posts;
+
 use common::problem::{FieldError, Problem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -7,7 +10,16 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Registers every route.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(common::auth::session);
+    cfg.service(posts::create)
+        .service(posts::show)
+        .service(posts::edit)
+        .service(posts::remove)
+        .service(posts::like)
+        .service(posts::unlike)
+        .service(lists::replies)
+        .service(lists::timeline)
+        .service(lists::feed)
+        .service(common::auth::session);
 }
 
 /// The document's fixed parts; paths come from the handlers.

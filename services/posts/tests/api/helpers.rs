@@ -1,9 +1,12 @@
-//! Spawning the users service and the posts service for a test.
+//! Spawning the users service and the posts service for a test, and the requests tests make.
 
 use common::config::Env;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use test_support::TestDatabase;
+use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
@@ -11,6 +14,14 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Kept alive for the test: dropping it drops the database.
     pub _db: TestDatabase,
+    /// A superuser pool on the test database, for setup and assertions behind the API.
+    pub admin_pool: PgPool,
+    pub users_server: actix_web::dev::ServerHandle,
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub token: String,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -25,6 +36,7 @@ pub async fn spawn_app() -> TestApp {
     .unwrap();
     let users_app = users::Application::build(users_settings).await.unwrap();
     let users_address = format!("http://127.0.0.1:{}", users_app.port());
+    let users_server = users_app.handle();
     tokio::spawn(users_app.run_until_stopped());
 
     let settings = posts::Settings::from_env(&Env::from_pairs([
@@ -33,43 +45,185 @@ pub async fn spawn_app() -> TestApp {
         ("DATABASE_URL", db.url_for("posts")),
         ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
         ("JWKS_URL", format!("{users_address}/.well-known/jwks.json")),
+        ("USERS_BASE_URL", users_address.clone()),
+        ("USERS_TIMEOUT_MS", "1000".to_owned()),
+        ("MAX_JSON_BODY_BYTES", "16384".to_owned()),
     ]))
     .unwrap();
     let app = posts::Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    let admin_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.admin_options())
+        .await
+        .unwrap();
     TestApp {
         address,
         users_address,
         client: reqwest::Client::new(),
         _db: db,
+        admin_pool,
+        users_server,
     }
 }
 
 impl TestApp {
-    /// Registers a user with the users service; returns its id and access token.
-    pub async fn register(&self, username: &str) -> (String, String) {
-        let response = self
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
             .client
-            .post(format!("{}/v1/auth/register", self.users_address))
-            .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": "password-123"}))
-            .send()
-            .await
-            .unwrap();
-        let body = expect_json(response, StatusCode::CREATED).await;
-        (
-            body["user"]["id"].as_str().unwrap().to_owned(),
-            body["access_token"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.get(format!("{}{path}", self.address));
+            .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         request.send().await.unwrap()
     }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    async fn users_call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.users_address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Registers a user with the users service.
+    pub async fn register(&self, username: &str) -> TestUser {
+        let body = json!({"username": username, "email": format!("{username}@example.com"), "password": "password-123"});
+        let body = expect_json(
+            self.users_call(Method::POST, "/v1/auth/register", None, Some(body))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        TestUser {
+            id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Gives `user` a role (setup, straight in the users schema) and a token that carries it.
+    pub async fn with_role(&self, username: &str, role: &str) -> TestUser {
+        let user = self.register(username).await;
+        sqlx::query("UPDATE users.accounts SET role = $2 WHERE id = $1")
+            .bind(user.id)
+            .bind(role)
+            .execute(&self.admin_pool)
+            .await
+            .unwrap();
+        let body = json!({"login": username, "password": "password-123"});
+        let body = expect_json(
+            self.users_call(Method::POST, "/v1/auth/login", None, Some(body))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        TestUser {
+            id: user.id,
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn follow(&self, who: &TestUser, whom: &TestUser) {
+        let response = self
+            .users_call(
+                Method::PUT,
+                &format!("/v1/users/{}/follow", whom.id),
+                Some(&who.token),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    pub async fn unfollow(&self, who: &TestUser, whom: &TestUser) {
+        let response = self
+            .users_call(
+                Method::DELETE,
+                &format!("/v1/users/{}/follow", whom.id),
+                Some(&who.token),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// Posts `text` as `user`, asserting 201.
+    pub async fn post(&self, user: &TestUser, text: &str) -> Value {
+        expect_json(
+            self.request(
+                Method::POST,
+                "/v1/posts",
+                Some(&user.token),
+                Some(json!({"text": text})),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    pub async fn reply(&self, user: &TestUser, to: &Value, text: &str) -> Value {
+        let body = json!({"text": text, "reply_to": to["id"]});
+        expect_json(
+            self.request(Method::POST, "/v1/posts", Some(&user.token), Some(body))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// Every page of a list, following `next_cursor`; returns the texts in order.
+    pub async fn walk(&self, path: &str, token: Option<&str>, limit: u32) -> Vec<String> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut texts = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
+                None => format!("{path}{separator}limit={limit}"),
+            };
+            let page = expect_json(self.get(&url, token).await, StatusCode::OK).await;
+            texts.extend(texts_of(&page));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return texts,
+            }
+        }
+    }
+}
+
+pub fn texts_of(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
@@ -77,4 +231,25 @@ pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Val
     let text = response.text().await.unwrap();
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+pub async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = expect_json(response, status).await;
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+pub async fn expect_status(response: reqwest::Response, status: StatusCode) {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
 }

@@ -1,4 +1,4 @@
-//! The posts service's API tests: the real service and the users service it trusts, both
+//! The posts service's API tests: the real service and the users service it asks, both
 //! in-process on ephemeral ports, over a fresh PostgreSQL database and real Redis.
 
 #![expect(
@@ -6,6 +6,11 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod feed;
 mod helpers;
+mod idempotency;
+mod likes;
+mod lists;
 mod openapi;
+mod posts;
 mod session;

@@ -6,9 +6,13 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn a_users_service_token_is_accepted_here_with_keys_from_its_jwks() {
     let app = spawn_app().await;
-    let (id, token) = app.register("alice").await;
-    let session = expect_json(app.get("/v1/session", Some(&token)).await, StatusCode::OK).await;
-    assert_eq!(session["user_id"], id);
+    let alice = app.register("alice").await;
+    let session = expect_json(
+        app.get("/v1/session", Some(&alice.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(session["user_id"], alice.id.to_string());
     assert_eq!(session["role"], "user");
 }
 

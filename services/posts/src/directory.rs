@@ -1,0 +1,242 @@
+//! What the posts service knows about users, always asked of the users service and cached in
+//! Redis where that keeps the feed's guarantees (docs/adr/0009-feed-caching.md):
+//!
+//! - Followee ids are cached with their ETag and revalidated on every feed read with a
+//!   conditional request (a 304 costs no list transfer), so a follow or unfollow that returned
+//!   204 is in the very next feed read. When the users service is unreachable, the cached list
+//!   is served and the response says so.
+//! - Author summaries are cached for a short TTL: a renamed user may show the old name for that
+//!   long, which touches neither guarantee.
+//!
+//! Redis failures degrade to misses; they never fail a request on their own.
+
+use crate::error::PostsError;
+use common::redis::{deadpool_redis::redis, with_timeout};
+use common::users_client::{Followees, UserSummary, UsersClient, UsersClientError};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Followee ids, and whether they came from the cache because the users service did not answer.
+#[derive(Debug)]
+pub struct FolloweeSet {
+    pub ids: Vec<Uuid>,
+    pub stale: bool,
+}
+
+/// Users as the posts service sees them.
+#[derive(Clone)]
+pub struct Directory {
+    client: UsersClient,
+    redis: deadpool_redis::Pool,
+    prefix: String,
+    redis_timeout: Duration,
+    author_ttl: Duration,
+    followees_ttl: Duration,
+}
+
+/// Cached followee list: the ETag, a newline, then 16 bytes per id.
+fn encode_followees(etag: &str, ids: &[Uuid]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(etag.len() + 1 + ids.len() * 16);
+    out.extend_from_slice(etag.as_bytes());
+    out.push(b'\n');
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+fn decode_followees(bytes: &[u8]) -> Option<(String, Vec<Uuid>)> {
+    let split = bytes.iter().position(|b| *b == b'\n')?;
+    let etag = std::str::from_utf8(&bytes[..split]).ok()?.to_owned();
+    let rest = &bytes[split + 1..];
+    if !rest.len().is_multiple_of(16) {
+        return None;
+    }
+    let ids = rest
+        .chunks_exact(16)
+        .map(|c| Uuid::from_slice(c).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((etag, ids))
+}
+
+impl Directory {
+    /// A directory over `client`, caching in `redis` under `prefix`.
+    pub fn new(
+        client: UsersClient,
+        redis: deadpool_redis::Pool,
+        prefix: String,
+        redis_timeout: Duration,
+        author_ttl: Duration,
+        followees_ttl: Duration,
+    ) -> Self {
+        Self {
+            client,
+            redis,
+            prefix,
+            redis_timeout,
+            author_ttl,
+            followees_ttl,
+        }
+    }
+
+    fn followees_key(&self, user: Uuid) -> String {
+        format!("{}posts:followees:{user}", self.prefix)
+    }
+
+    fn author_key(&self, user: Uuid) -> String {
+        format!("{}posts:author:{user}", self.prefix)
+    }
+
+    async fn redis_get(&self, key: &str) -> Option<Vec<u8>> {
+        let op = async {
+            let mut conn = self.redis.get().await?;
+            let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+            anyhow::Ok(value)
+        };
+        match with_timeout(self.redis_timeout, op).await {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis read failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn redis_set(&self, pairs: Vec<(String, Vec<u8>)>, ttl: Duration) {
+        if pairs.is_empty() {
+            return;
+        }
+        let op = async {
+            let mut conn = self.redis.get().await?;
+            let mut pipe = redis::pipe();
+            for (key, value) in &pairs {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value.as_slice())
+                    .arg("EX")
+                    .arg(ttl.as_secs().max(1))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = with_timeout(self.redis_timeout, op).await {
+            tracing::warn!(error = %e, "redis write failed; the cache is only colder");
+        }
+    }
+
+    /// Every followee of `user`, current as of this call when the users service answers.
+    pub async fn followees(
+        &self,
+        user: Uuid,
+        request_id: Option<&str>,
+    ) -> Result<FolloweeSet, PostsError> {
+        let key = self.followees_key(user);
+        let cached = self
+            .redis_get(&key)
+            .await
+            .as_deref()
+            .and_then(decode_followees);
+        let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
+        match self.client.followee_ids(user, etag, request_id).await {
+            Ok(Followees::Unchanged) => match cached {
+                Some((_, ids)) => Ok(FolloweeSet { ids, stale: false }),
+                None => Err(PostsError::Unexpected(anyhow::anyhow!(
+                    "304 without a cached copy"
+                ))),
+            },
+            Ok(Followees::Current { etag, ids }) => {
+                self.redis_set(
+                    vec![(key, encode_followees(&etag, &ids))],
+                    self.followees_ttl,
+                )
+                .await;
+                Ok(FolloweeSet { ids, stale: false })
+            }
+            // The reader's account is gone: nobody to follow.
+            Err(UsersClientError::NotFound) => Ok(FolloweeSet {
+                ids: Vec::new(),
+                stale: false,
+            }),
+            Err(UsersClientError::Unavailable(why)) => match cached {
+                Some((_, ids)) => {
+                    tracing::warn!(%why, "users service unavailable; serving cached followees");
+                    Ok(FolloweeSet { ids, stale: true })
+                }
+                None => Err(PostsError::UsersUnavailable(why)),
+            },
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Summaries of the given authors that exist. Deleted accounts are absent, and their posts
+    /// are not shown (docs/adr/0010-posts-of-departed-users.md).
+    pub async fn authors(
+        &self,
+        ids: &[Uuid],
+        request_id: Option<&str>,
+    ) -> Result<HashMap<Uuid, UserSummary>, PostsError> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut found = HashMap::with_capacity(unique.len());
+        if unique.is_empty() {
+            return Ok(found);
+        }
+        let keys: Vec<String> = unique.iter().map(|id| self.author_key(*id)).collect();
+        let op = async {
+            let mut conn = self.redis.get().await?;
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            anyhow::Ok(values)
+        };
+        let cached = with_timeout(self.redis_timeout, op)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "redis read failed; fetching every author");
+                vec![None; keys.len()]
+            });
+        let mut missing = Vec::new();
+        for (id, value) in unique.iter().zip(cached) {
+            match value.and_then(|v| serde_json::from_slice::<UserSummary>(&v).ok()) {
+                Some(summary) => {
+                    found.insert(*id, summary);
+                }
+                None => missing.push(*id),
+            }
+        }
+        if !missing.is_empty() {
+            let fetched = self.client.profiles(&missing, request_id).await?;
+            let pairs = fetched
+                .iter()
+                .filter_map(|s| {
+                    serde_json::to_vec(s)
+                        .ok()
+                        .map(|json| (self.author_key(s.id), json))
+                })
+                .collect();
+            self.redis_set(pairs, self.author_ttl).await;
+            found.extend(fetched.into_iter().map(|s| (s.id, s)));
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_followee_lists_round_trip_and_garbage_is_a_miss() {
+        let ids = vec![Uuid::now_v7(), Uuid::now_v7()];
+        let bytes = encode_followees("\"v3\"", &ids);
+        assert_eq!(decode_followees(&bytes), Some(("\"v3\"".to_owned(), ids)));
+        assert_eq!(
+            decode_followees(&encode_followees("\"v0\"", &[])),
+            Some(("\"v0\"".to_owned(), vec![]))
+        );
+        assert_eq!(decode_followees(b"no newline"), None);
+        assert_eq!(decode_followees(b"\"v1\"\nshort"), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Lists of posts: replies (oldest first), an author's timeline and the home feed (newest
+//! first), all keyset-paginated with the `common` cursor.
+
+use crate::error::PostsError;
+use crate::startup::AppState;
+use crate::store::feed as feed_store;
+use crate::store::posts::{self, Position, PostRow};
+use crate::views::{self, PostView};
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use chrono::{DateTime, TimeZone, Utc};
+use common::auth::{AuthUser, MaybeAuthUser};
+use common::pagination::{Page, PageQuery, PageRequest};
+use common::problem::{FieldError, Problem};
+use common::telemetry::request_id_of;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+/// The header set when the feed was built from a cached followee list because the users
+/// service did not answer.
+pub const STALE_HEADER: &str = "x-served-from-cache";
+
+/// Query of newest-first post lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Items per page, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Leave replies out.
+    pub exclude_replies: Option<bool>,
+    /// Start at this point in time (RFC 3339): only posts strictly older. Ignored with `cursor`.
+    pub before: Option<DateTime<Utc>>,
+}
+
+impl ListQuery {
+    fn page(&self) -> Result<PageRequest<PostPosition>, Problem> {
+        PageQuery {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+        .parse()
+    }
+}
+
+/// Where a list of posts stopped.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostPosition {
+    t: DateTime<Utc>,
+    id: Uuid,
+}
+
+/// Later than any post: where a newest-first list starts.
+fn far_future() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Where a newest-first list continues: after the cursor, else before `before`, else the top.
+fn start_of(request: &PageRequest<PostPosition>, before: Option<DateTime<Utc>>) -> Position {
+    match (&request.after, before) {
+        (Some(p), _) => (p.t, p.id),
+        (None, Some(t)) => (t, Uuid::nil()),
+        (None, None) => (far_future(), Uuid::max()),
+    }
+}
+
+async fn page_of(
+    state: &AppState,
+    rows: Vec<PostRow>,
+    request: &PageRequest<PostPosition>,
+    viewer: Option<Uuid>,
+    req: &HttpRequest,
+) -> Result<Page<PostView>, PostsError> {
+    // The cursor comes from the rows read, so posts left out of the view (departed authors)
+    // neither shorten the walk nor repeat.
+    let limit = request.limit as usize;
+    let next_cursor = (rows.len() > limit)
+        .then(|| rows.get(limit - 1))
+        .flatten()
+        .map(|r| {
+            common::pagination::encode_cursor(&PostPosition {
+                t: r.created_at,
+                id: r.id,
+            })
+        });
+    let mut rows = rows;
+    rows.truncate(limit);
+    let items = views::render(state, rows, viewer, request_id_of(req).as_deref()).await?;
+    Ok(Page { items, next_cursor })
+}
+
+/// Replies to a post, oldest first.
+#[utoipa::path(
+    tag = "lists",
+    params(("id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = Page<PostView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A token was sent and is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/posts/{id}/replies")]
+pub async fn replies(
+    state: web::Data<AppState>,
+    viewer: MaybeAuthUser,
+    id: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PostsError> {
+    let request = query.parse::<PostPosition>()?;
+    posts::by_id(&state.db, *id)
+        .await?
+        .ok_or(PostsError::NotFound)?;
+    let after = request.after.as_ref().map(|p| (p.t, p.id));
+    let rows = posts::replies(&state.db, *id, after, request.fetch_limit()).await?;
+    let page = page_of(&state, rows, &request, viewer.0.map(|u| u.id), &req).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// An author's posts, newest first.
+#[utoipa::path(
+    tag = "lists",
+    params(("id" = Uuid, Path), ListQuery),
+    responses(
+        (status = 200, body = Page<PostView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A token was sent and is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/users/{id}/posts")]
+pub async fn timeline(
+    state: web::Data<AppState>,
+    viewer: MaybeAuthUser,
+    id: web::Path<Uuid>,
+    query: web::Query<ListQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PostsError> {
+    let request = query.page()?;
+    let known = state
+        .directory
+        .authors(&[*id], request_id_of(&req).as_deref())
+        .await?;
+    if !known.contains_key(&id) {
+        return Err(PostsError::NotFound);
+    }
+    let before = start_of(&request, query.before);
+    let exclude_replies = query.exclude_replies.unwrap_or(false);
+    let rows = posts::timeline(
+        &state.db,
+        *id,
+        before,
+        exclude_replies,
+        request.fetch_limit(),
+    )
+    .await?;
+    let page = page_of(&state, rows, &request, viewer.0.map(|u| u.id), &req).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Your home feed: your posts and those of everyone you follow, newest first.
+#[utoipa::path(
+    tag = "lists",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = Page<PostView>, headers(("x-served-from-cache" = String, description = "`followees` when the users service did not answer and a cached followee list was used"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The users service is unavailable and nothing is cached", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/feed")]
+pub async fn feed(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PostsError> {
+    let request = query.page()?;
+    if query.cursor.is_some() && query.before.is_some() {
+        return Err(PostsError::Validation(vec![FieldError::new(
+            "before",
+            "cannot be combined with cursor",
+        )]));
+    }
+    let followees = state
+        .directory
+        .followees(user.id, request_id_of(&req).as_deref())
+        .await?;
+    let mut authors = followees.ids;
+    authors.push(user.id);
+    let before = start_of(&request, query.before);
+    let exclude_replies = query.exclude_replies.unwrap_or(false);
+    let rows = feed_store::page(
+        &state.db,
+        &authors,
+        before,
+        exclude_replies,
+        request.fetch_limit(),
+    )
+    .await?;
+    let page = page_of(&state, rows, &request, Some(user.id), &req).await?;
+    let mut response = HttpResponse::Ok();
+    if followees.stale {
+        response.insert_header((STALE_HEADER, "followees"));
+    }
+    Ok(response.json(page))
+}

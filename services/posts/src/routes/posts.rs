@@ -1,0 +1,261 @@
+//! `/v1/posts` and `/v1/posts/{id}`: create (idempotently), read, edit, delete, like.
+
+use crate::domain::{IdempotencyKey, PostText};
+use crate::error::PostsError;
+use crate::startup::AppState;
+use crate::store::{idempotency, likes, posts};
+use crate::views::{self, PostView};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
+use common::auth::{AuthUser, MaybeAuthUser};
+use common::problem::Problem;
+use common::telemetry::request_id_of;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A new post.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePost {
+    /// 1–500 characters, not only whitespace.
+    pub text: String,
+    /// The post this replies to.
+    pub reply_to: Option<Uuid>,
+}
+
+/// New text for a post.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditPost {
+    /// 1–500 characters, not only whitespace.
+    pub text: String,
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, PostsError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let raw = value.to_str().unwrap_or("\u{0}");
+    IdempotencyKey::parse(raw)
+        .map(Some)
+        .map_err(|e| PostsError::Validation(vec![e]))
+}
+
+/// Creates a post. With an `Idempotency-Key`, a retry within 24 hours returns the original 201
+/// and creates nothing; the same key with another body is a 422; a retry while the first
+/// request is still being processed is a 409.
+#[utoipa::path(
+    tag = "posts",
+    security(("bearer" = [])),
+    request_body = CreatePost,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    responses(
+        (status = 201, body = PostView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Same key still in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, unknown reply_to, or key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The users service is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/posts")]
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Json<CreatePost>,
+) -> Result<HttpResponse, PostsError> {
+    let text = PostText::parse(&body.text).map_err(|e| PostsError::Validation(vec![e]))?;
+    let key = idempotency_key(&req)?;
+    let request_hash =
+        Sha256::digest(json!({"text": text.as_str(), "reply_to": body.reply_to}).to_string())
+            .to_vec();
+    // The author's summary is fetched before the transaction: no lock is held over a call.
+    let request_id = request_id_of(&req);
+    let author = state
+        .directory
+        .authors(&[user.id], request_id.as_deref())
+        .await?
+        .remove(&user.id)
+        .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
+
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &key {
+        if !idempotency::try_lock(&mut tx, user.id, key.as_str()).await? {
+            return Err(PostsError::IdempotencyInFlight);
+        }
+        if let Some(stored) = idempotency::find(&mut *tx, user.id, key.as_str()).await? {
+            if stored.request_hash != request_hash {
+                return Err(PostsError::IdempotencyMismatch);
+            }
+            return Ok(HttpResponse::Created()
+                .insert_header(("idempotent-replayed", "true"))
+                .json(stored.response_body));
+        }
+    }
+    let row = posts::insert(&mut tx, user.id, text.as_str(), body.reply_to)
+        .await?
+        .ok_or(PostsError::ReplyTargetMissing)?;
+    let view = PostView::new(row, author, Some(false));
+    if let Some(key) = &key {
+        let stored = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+        idempotency::store(&mut tx, user.id, key.as_str(), &request_hash, &stored).await?;
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// One post.
+#[utoipa::path(
+    tag = "posts",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = PostView),
+        (status = 401, description = "A token was sent and is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/posts/{id}")]
+pub async fn show(
+    state: web::Data<AppState>,
+    viewer: MaybeAuthUser,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PostsError> {
+    let row = posts::by_id(&state.db, *id)
+        .await?
+        .ok_or(PostsError::NotFound)?;
+    let viewer = viewer.0.map(|u| u.id);
+    let view = views::render(&state, vec![row], viewer, request_id_of(&req).as_deref()).await?;
+    let view = view.into_iter().next().ok_or(PostsError::NotFound)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Edits your own post.
+#[utoipa::path(
+    tag = "posts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = EditPost,
+    responses(
+        (status = 200, body = PostView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/posts/{id}")]
+pub async fn edit(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    body: web::Json<EditPost>,
+) -> Result<HttpResponse, PostsError> {
+    let text = PostText::parse(&body.text).map_err(|e| PostsError::Validation(vec![e]))?;
+    let row = posts::edit(&state.db, *id, user.id, text.as_str())
+        .await?
+        .ok_or(PostsError::NotFound)?;
+    let view = views::render(
+        &state,
+        vec![row],
+        Some(user.id),
+        request_id_of(&req).as_deref(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(view.into_iter().next().ok_or(PostsError::NotFound)?))
+}
+
+/// Deletes a post: your own, or anyone's if you are a moderator or admin (recorded).
+#[utoipa::path(
+    tag = "posts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post you may delete", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/posts/{id}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, PostsError> {
+    let mut tx = state.db.begin().await?;
+    let only_author = if user.role.can_moderate() {
+        None
+    } else {
+        Some(user.id)
+    };
+    let deleted = posts::delete(&mut tx, *id, only_author)
+        .await?
+        .ok_or(PostsError::NotFound)?;
+    if deleted.author_id != user.id {
+        posts::record_moderation(&mut tx, &deleted, user.id).await?;
+        tracing::info!(post_id = %deleted.id, author_id = %deleted.author_id, "post removed by moderation");
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Likes a post. Idempotent.
+#[utoipa::path(
+    tag = "posts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Liked"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/posts/{id}/like")]
+pub async fn like(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, PostsError> {
+    let mut tx = state.db.begin().await?;
+    let found = likes::like(&mut tx, *id, user.id).await?;
+    tx.commit().await?;
+    if found {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(PostsError::NotFound)
+    }
+}
+
+/// Takes a like back. Idempotent.
+#[utoipa::path(
+    tag = "posts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Not liked"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/posts/{id}/like")]
+pub async fn unlike(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, PostsError> {
+    let mut tx = state.db.begin().await?;
+    let found = likes::unlike(&mut tx, *id, user.id).await?;
+    tx.commit().await?;
+    if found {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(PostsError::NotFound)
+    }
+}

@@ -1,0 +1,204 @@
+//! Posts: create, read, edit, delete, replies, author timelines, moderation records.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A post as stored.
+#[derive(Debug, Clone)]
+pub struct PostRow {
+    pub id: Uuid,
+    pub author_id: Uuid,
+    pub text: String,
+    pub reply_to: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub like_count: i64,
+    pub reply_count: i64,
+}
+
+/// A keyset position in a newest-first or oldest-first list of posts.
+pub type Position = (DateTime<Utc>, Uuid);
+
+/// Creates a post, counts it on its parent, and moves its author's head forward.
+/// `Ok(None)` when `reply_to` names no post. Run it in a transaction.
+#[tracing::instrument(skip_all, err)]
+pub async fn insert(
+    conn: &mut PgConnection,
+    author: Uuid,
+    text: &str,
+    reply_to: Option<Uuid>,
+) -> Result<Option<PostRow>, sqlx::Error> {
+    if let Some(parent) = reply_to {
+        let counted = sqlx::query!(
+            r#"UPDATE posts.posts SET reply_count = reply_count + 1 WHERE id = $1"#,
+            parent,
+        )
+        .execute(&mut *conn)
+        .await?;
+        if counted.rows_affected() == 0 {
+            return Ok(None);
+        }
+    }
+    let post = sqlx::query_as!(
+        PostRow,
+        r#"INSERT INTO posts.posts (id, author_id, text, reply_to, created_at)
+           VALUES ($1, $2, $3, $4, clock_timestamp())
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+        Uuid::now_v7(),
+        author,
+        text,
+        reply_to,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO posts.author_heads AS h (author_id, last_post_at, last_root_post_at)
+           VALUES ($1, $2::timestamptz, CASE WHEN $3 THEN NULL ELSE $2::timestamptz END)
+           ON CONFLICT (author_id) DO UPDATE SET
+               last_post_at = GREATEST(h.last_post_at, EXCLUDED.last_post_at),
+               last_root_post_at = CASE WHEN $3 THEN h.last_root_post_at
+                                        ELSE GREATEST(h.last_root_post_at, EXCLUDED.last_post_at) END"#,
+        author,
+        post.created_at,
+        reply_to.is_some(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(post))
+}
+
+/// One post.
+#[tracing::instrument(skip_all, err)]
+pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PostRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PostRow,
+        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+           FROM posts.posts WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces the text of `author`'s post; `None` if there is no such post of theirs.
+#[tracing::instrument(skip_all, err)]
+pub async fn edit(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    author: Uuid,
+    text: &str,
+) -> Result<Option<PostRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PostRow,
+        r#"UPDATE posts.posts SET text = $3, edited_at = clock_timestamp()
+           WHERE id = $1 AND author_id = $2
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+        id,
+        author,
+        text,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes a post — only `author`'s when `author` is given — and uncounts it on its parent.
+/// Run it in a transaction.
+#[tracing::instrument(skip_all, err)]
+pub async fn delete(
+    conn: &mut PgConnection,
+    id: Uuid,
+    author: Option<Uuid>,
+) -> Result<Option<PostRow>, sqlx::Error> {
+    let deleted = sqlx::query_as!(
+        PostRow,
+        r#"DELETE FROM posts.posts WHERE id = $1 AND ($2::uuid IS NULL OR author_id = $2)
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+        id,
+        author,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(parent) = deleted.as_ref().and_then(|p| p.reply_to) {
+        sqlx::query!(
+            r#"UPDATE posts.posts SET reply_count = reply_count - 1 WHERE id = $1 AND reply_count > 0"#,
+            parent,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(deleted)
+}
+
+/// Records that a moderator deleted someone's post.
+#[tracing::instrument(skip_all, err)]
+pub async fn record_moderation(
+    conn: &mut PgConnection,
+    post: &PostRow,
+    moderator: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"INSERT INTO posts.moderation_actions (id, post_id, author_id, moderator_id, action, post_text)
+           VALUES ($1, $2, $3, $4, 'delete', $5)"#,
+        Uuid::now_v7(),
+        post.id,
+        post.author_id,
+        moderator,
+        post.text,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Replies to `parent`, oldest first, after `after`.
+#[tracing::instrument(skip_all, err)]
+pub async fn replies(
+    db: impl PgExecutor<'_>,
+    parent: Uuid,
+    after: Option<Position>,
+    limit: i64,
+) -> Result<Vec<PostRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as!(
+        PostRow,
+        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+           FROM posts.posts
+           WHERE reply_to = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+           ORDER BY created_at, id
+           LIMIT $4"#,
+        parent,
+        after_at,
+        after_id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// `author`'s posts, newest first, strictly before `before`.
+#[tracing::instrument(skip_all, err)]
+pub async fn timeline(
+    db: impl PgExecutor<'_>,
+    author: Uuid,
+    before: Position,
+    exclude_replies: bool,
+    limit: i64,
+) -> Result<Vec<PostRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PostRow,
+        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+           FROM posts.posts
+           WHERE author_id = $1 AND (created_at, id) < ($2::timestamptz, $3::uuid)
+             AND (NOT $4 OR reply_to IS NULL)
+           ORDER BY created_at DESC, id DESC
+           LIMIT $5"#,
+        author,
+        before.0,
+        before.1,
+        exclude_replies,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,75 @@
+//! What clients see of a post: the row, its author from the users service, and whether the
+//! viewer likes it.
+
+use crate::error::PostsError;
+use crate::startup::AppState;
+use crate::store::likes;
+use crate::store::posts::PostRow;
+use chrono::{DateTime, Utc};
+use common::users_client::UserSummary;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A post with its author.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PostView {
+    pub id: Uuid,
+    pub author: UserSummary,
+    pub text: String,
+    pub reply_to: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub like_count: i64,
+    pub reply_count: i64,
+    /// Present when signed in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liked_by_me: Option<bool>,
+}
+
+impl PostView {
+    /// A view of `row` by `author`.
+    pub fn new(row: PostRow, author: UserSummary, liked_by_me: Option<bool>) -> Self {
+        Self {
+            id: row.id,
+            author,
+            text: row.text,
+            reply_to: row.reply_to,
+            created_at: row.created_at,
+            edited_at: row.edited_at,
+            like_count: row.like_count,
+            reply_count: row.reply_count,
+            liked_by_me,
+        }
+    }
+}
+
+/// Views of `rows`, in order. Posts whose author no longer exists are left out.
+pub async fn render(
+    state: &AppState,
+    rows: Vec<PostRow>,
+    viewer: Option<Uuid>,
+    request_id: Option<&str>,
+) -> Result<Vec<PostView>, PostsError> {
+    let author_ids: Vec<Uuid> = rows.iter().map(|r| r.author_id).collect();
+    let authors = state.directory.authors(&author_ids, request_id).await?;
+    let liked: HashSet<Uuid> = match viewer {
+        Some(viewer) if !rows.is_empty() => {
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+            likes::liked_among(&state.db, viewer, &ids)
+                .await?
+                .into_iter()
+                .collect()
+        }
+        _ => HashSet::new(),
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let author = authors.get(&row.author_id)?.clone();
+            let liked_by_me = viewer.map(|_| liked.contains(&row.id));
+            Some(PostView::new(row, author, liked_by_me))
+        })
+        .collect())
+}

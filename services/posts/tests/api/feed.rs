@@ -1,0 +1,310 @@
+//! The home feed: fan-out on read, read-your-writes, stable pages, exactness of the pruned
+//! query, and behaviour when the users service is down.
+
+use crate::helpers::*;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use reqwest::StatusCode;
+use std::time::Instant;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn two_users_follow_each_other_see_each_other_then_unfollow_and_stop() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    app.post(&alice, "alice 1").await;
+    app.post(&bob, "bob 1").await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&alice.token), 20).await,
+        vec!["alice 1"],
+        "only her own posts before following"
+    );
+
+    app.follow(&alice, &bob).await;
+    app.follow(&bob, &alice).await;
+    app.post(&alice, "alice 2").await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&alice.token), 20).await,
+        vec!["alice 2", "bob 1", "alice 1"]
+    );
+    assert_eq!(
+        app.walk("/v1/feed", Some(&bob.token), 20).await,
+        vec!["alice 2", "bob 1", "alice 1"]
+    );
+
+    app.unfollow(&alice, &bob).await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&alice.token), 20).await,
+        vec!["alice 2", "alice 1"]
+    );
+}
+
+#[tokio::test]
+async fn a_new_post_and_a_new_follow_show_in_the_very_next_read_even_with_a_warm_cache() {
+    let app = spawn_app().await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    app.post(&author, "already there").await;
+    // Warm every cache: followees (empty) and authors.
+    assert!(
+        app.walk("/v1/feed", Some(&reader.token), 20)
+            .await
+            .is_empty()
+    );
+
+    app.follow(&reader, &author).await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&reader.token), 20).await,
+        vec!["already there"],
+        "follow reflected at once"
+    );
+    app.post(&reader, "my own").await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&reader.token), 20).await,
+        vec!["my own", "already there"],
+        "own post at once"
+    );
+    app.unfollow(&reader, &author).await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&reader.token), 20).await,
+        vec!["my own"],
+        "unfollow reflected at once"
+    );
+}
+
+#[tokio::test]
+async fn pages_stay_stable_while_new_posts_arrive_between_reads() {
+    let app = spawn_app().await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    app.follow(&reader, &author).await;
+    for i in 0..7 {
+        app.post(&author, &format!("old {i}")).await;
+    }
+    let first = expect_json(
+        app.get("/v1/feed?limit=3", Some(&reader.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut seen = texts_of(&first);
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let mut round = 0;
+    loop {
+        app.post(&author, &format!("new {round}")).await;
+        round += 1;
+        let page = expect_json(
+            app.get(
+                &format!("/v1/feed?limit=3&cursor={cursor}"),
+                Some(&reader.token),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        seen.extend(texts_of(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).rev().map(|i| format!("old {i}")).collect();
+    assert_eq!(
+        seen, expected,
+        "no duplicates, no gaps, no newcomers mid-walk"
+    );
+}
+
+#[tokio::test]
+async fn the_feed_can_leave_replies_out_and_jump_to_a_point_in_time() {
+    let app = spawn_app().await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    app.follow(&reader, &author).await;
+    let root = app.post(&author, "root").await;
+    app.reply(&author, &root, "a reply").await;
+    let later = app.post(&author, "later").await;
+    assert_eq!(
+        app.walk("/v1/feed?exclude_replies=true", Some(&reader.token), 20)
+            .await,
+        vec!["later", "root"]
+    );
+    let before = later["created_at"].as_str().unwrap();
+    let path = format!("/v1/feed?before={}", urlencode(before));
+    assert_eq!(
+        app.walk(&path, Some(&reader.token), 20).await,
+        vec!["a reply", "root"]
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace(':', "%3A").replace('+', "%2B")
+}
+
+#[tokio::test]
+async fn feed_queries_are_checked() {
+    let app = spawn_app().await;
+    let reader = app.register("reader").await;
+    let token = Some(reader.token.as_str());
+    expect_problem(
+        app.get("/v1/feed", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/feed?limit=101", token).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/feed?before=yesterday", token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/feed?cursor=%2F%2F%2F", token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+    app.post(&reader, "a").await;
+    app.post(&reader, "b").await;
+    let page = expect_json(app.get("/v1/feed?limit=1", token).await, StatusCode::OK).await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let both = app
+        .get(
+            &format!("/v1/feed?cursor={cursor}&before=2026-01-01T00:00:00Z"),
+            token,
+        )
+        .await;
+    expect_problem(both, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn with_the_users_service_down_the_feed_answers_503_fast_or_from_its_cache() {
+    let app = spawn_app().await;
+    let (cached, cold, author) = (
+        app.register("cached").await,
+        app.register("cold").await,
+        app.register("author").await,
+    );
+    app.follow(&cached, &author).await;
+    app.follow(&cold, &author).await;
+    app.post(&author, "hello").await;
+    // Only `cached` reads while the users service is up.
+    assert_eq!(
+        app.walk("/v1/feed", Some(&cached.token), 20).await,
+        vec!["hello"]
+    );
+
+    app.users_server.stop(false).await;
+
+    let started = Instant::now();
+    let response = app.get("/v1/feed", Some(&cold.token)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "bounded by the client timeout"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    expect_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+
+    let response = app.get("/v1/feed", Some(&cached.token)).await;
+    assert_eq!(response.headers()["x-served-from-cache"], "followees");
+    assert_eq!(
+        texts_of(&expect_json(response, StatusCode::OK).await),
+        vec!["hello"]
+    );
+}
+
+/// A tiny deterministic generator, so the data set is the same on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[tokio::test]
+async fn the_pruned_feed_query_returns_exactly_what_the_naive_query_returns() {
+    let app = spawn_app().await;
+    let pool = &app.admin_pool;
+    let mut rng = Lcg(42);
+    let authors: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    // Skewed activity: a few prolific authors, many quiet ones, some silent; some replies.
+    for (i, author) in authors.iter().enumerate() {
+        let count = match i % 5 {
+            0 => 60,
+            1 => 15,
+            2 => 3,
+            3 => 1,
+            _ => 0,
+        };
+        for _ in 0..count {
+            let at = start + Duration::minutes((rng.next() % (60 * 24 * 90)) as i64);
+            let reply = rng.next().is_multiple_of(4);
+            let parent: Option<Uuid> = if reply {
+                sqlx::query_scalar("SELECT id FROM posts.posts ORDER BY id LIMIT 1")
+                    .fetch_optional(pool)
+                    .await
+                    .unwrap()
+            } else {
+                None
+            };
+            sqlx::query("INSERT INTO posts.posts (id, author_id, text, reply_to, created_at) VALUES ($1, $2, 'x', $3, $4)")
+                .bind(Uuid::now_v7()).bind(author).bind(parent).bind(at).execute(pool).await.unwrap();
+        }
+    }
+    // Heads as the service maintains them (and one deliberately stale-high, as after a deletion).
+    sqlx::query(
+        "INSERT INTO posts.author_heads (author_id, last_post_at, last_root_post_at)
+         SELECT author_id, max(created_at), max(created_at) FILTER (WHERE reply_to IS NULL) FROM posts.posts GROUP BY author_id",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE posts.author_heads SET last_post_at = last_post_at + interval '30 days' WHERE author_id = $1")
+        .bind(authors[1]).execute(pool).await.unwrap();
+
+    let readers: Vec<Vec<Uuid>> = vec![
+        authors.iter().step_by(2).copied().collect(),
+        authors.iter().skip(1).step_by(3).copied().collect(),
+        authors[2..6].to_vec(),
+        authors[3..4].to_vec(),
+        vec![],
+    ];
+    for followees in &readers {
+        for exclude_replies in [false, true] {
+            let mut before: (DateTime<Utc>, Uuid) = (
+                Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap(),
+                Uuid::max(),
+            );
+            for _page in 0..6 {
+                let got = posts::store::feed::page(pool, followees, before, exclude_replies, 7)
+                    .await
+                    .unwrap();
+                let expected: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM posts.posts WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
+                       AND (NOT $4 OR reply_to IS NULL) ORDER BY created_at DESC, id DESC LIMIT 7",
+                )
+                .bind(followees).bind(before.0).bind(before.1).bind(exclude_replies)
+                .fetch_all(pool).await.unwrap();
+                assert_eq!(
+                    got.iter().map(|p| p.id).collect::<Vec<_>>(),
+                    expected,
+                    "followees {followees:?}"
+                );
+                let Some(last) = got.last() else { break };
+                before = (last.created_at, last.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `Idempotency-Key` on post creation: retries never duplicate.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn create_with_key(
+    app: &TestApp,
+    user: &TestUser,
+    key: &str,
+    text: &str,
+) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/posts", app.address))
+        .bearer_auth(&user.token)
+        .header("idempotency-key", key)
+        .json(&json!({"text": text}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn count_posts(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM posts.posts")
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_returns_the_original_response_and_creates_nothing() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let first = expect_json(
+        create_with_key(&app, &alice, "key-1", "once").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let retry = create_with_key(&app, &alice, "key-1", "once").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let second = expect_json(retry, StatusCode::CREATED).await;
+    assert_eq!(first, second);
+    assert_eq!(count_posts(&app).await, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_422() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    expect_status(
+        create_with_key(&app, &alice, "key-1", "once").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect_problem(
+        create_with_key(&app, &alice, "key-1", "twice").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(count_posts(&app).await, 1);
+}
+
+#[tokio::test]
+async fn keys_belong_to_their_user() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    expect_status(
+        create_with_key(&app, &alice, "shared", "hello").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect_status(
+        create_with_key(&app, &bob, "shared", "hello").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(count_posts(&app).await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_create_exactly_one_post() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let attempts = futures_util::future::join_all(
+        (0..8).map(|_| create_with_key(&app, &alice, "burst", "only once")),
+    )
+    .await;
+    let mut created_ids = Vec::new();
+    for response in attempts {
+        match response.status() {
+            StatusCode::CREATED => {
+                created_ids.push(response.json::<serde_json::Value>().await.unwrap()["id"].clone())
+            }
+            StatusCode::CONFLICT => assert!(response.headers().contains_key("retry-after")),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(!created_ids.is_empty());
+    assert!(
+        created_ids.windows(2).all(|w| w[0] == w[1]),
+        "every 201 is the same post"
+    );
+    assert_eq!(count_posts(&app).await, 1, "exactly one row");
+}
+
+#[tokio::test]
+async fn malformed_keys_are_refused() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    for key in ["has space", &"k".repeat(256)] {
+        let problem = expect_problem(
+            create_with_key(&app, &alice, key, "hi").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+    }
+}
