@@ -25,6 +25,11 @@ pub struct TestUser {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns the services with extra posts-service settings.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let db = TestDatabase::new().await;
     let users_settings = users::Settings::from_env(&Env::from_pairs([
         ("PORT", "0".to_owned()),
@@ -39,7 +44,7 @@ pub async fn spawn_app() -> TestApp {
     let users_server = users_app.handle();
     tokio::spawn(users_app.run_until_stopped());
 
-    let settings = posts::Settings::from_env(&Env::from_pairs([
+    let mut env = vec![
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("posts")),
@@ -48,8 +53,9 @@ pub async fn spawn_app() -> TestApp {
         ("USERS_BASE_URL", users_address.clone()),
         ("USERS_TIMEOUT_MS", "1000".to_owned()),
         ("MAX_JSON_BODY_BYTES", "16384".to_owned()),
-    ]))
-    .unwrap();
+    ];
+    env.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let settings = posts::Settings::from_env(&Env::from_pairs(env)).unwrap();
     let app = posts::Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
