@@ -69,6 +69,41 @@ pub enum Followees {
     },
 }
 
+/// Asks whether a user may message others.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactabilityRequest {
+    /// The accounts to message, at most 100.
+    pub user_ids: Vec<Uuid>,
+}
+
+/// Whether a user may message others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Contactability {
+    /// The asking user is suspended.
+    pub suspended: bool,
+    /// Ids that name no account.
+    pub unknown: Vec<Uuid>,
+    /// Accounts that do not accept messages from the asking user: suspended, or a block either
+    /// way (deliberately not told apart).
+    pub unavailable: Vec<Uuid>,
+}
+
+/// A service's client credentials, exchanged for short-lived service tokens.
+#[derive(Debug, Clone)]
+pub struct ServiceCredentials {
+    /// `SERVICE_CLIENT_ID`.
+    pub client_id: String,
+    /// `SERVICE_CLIENT_SECRET`.
+    pub client_secret: crate::config::Secret,
+}
+
+#[derive(Deserialize)]
+struct ServiceTokenAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
 /// Why a call to the users service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersClientError {
@@ -98,6 +133,9 @@ struct ProfilesAnswer {
 pub struct UsersClient {
     http: reqwest::Client,
     base_url: String,
+    credentials: Option<ServiceCredentials>,
+    /// The current service token and when to stop using it.
+    service_token: std::sync::Arc<tokio::sync::Mutex<Option<(String, std::time::Instant)>>>,
 }
 
 impl UsersClient {
@@ -111,7 +149,91 @@ impl UsersClient {
         Ok(Self {
             http,
             base_url: settings.base_url.clone(),
+            credentials: None,
+            service_token: Default::default(),
         })
+    }
+
+    /// The same client, able to call internal endpoints with these credentials.
+    pub fn with_credentials(mut self, credentials: ServiceCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// A valid service token, fetched when missing or within 30 s of expiry.
+    async fn service_token(&self) -> Result<String, UsersClientError> {
+        let credentials = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| UsersClientError::Invalid("no service credentials configured".into()))?;
+        let mut cached = self.service_token.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/auth/service-token", self.base_url))
+            .json(&serde_json::json!({
+                "client_id": credentials.client_id,
+                "client_secret": credentials.client_secret.expose(),
+            }))
+            .send()
+            .await
+            .map_err(|e| UsersClientError::Unavailable(e.to_string()))?;
+        if response.status().is_server_error() {
+            return Err(UsersClientError::Unavailable(format!(
+                "status {}",
+                response.status()
+            )));
+        }
+        if !response.status().is_success() {
+            return Err(unexpected(response.status()));
+        }
+        let answer: ServiceTokenAnswer = read_json(response).await?;
+        let lifetime = Duration::from_secs(answer.expires_in.saturating_sub(30).max(1));
+        *cached = Some((
+            answer.access_token.clone(),
+            std::time::Instant::now() + lifetime,
+        ));
+        Ok(answer.access_token)
+    }
+
+    /// Whether `user` may message `others` (an internal endpoint; needs credentials).
+    #[tracing::instrument(skip_all, fields(%user, count = others.len()), err)]
+    pub async fn contactability(
+        &self,
+        user: Uuid,
+        others: &[Uuid],
+        request_id: Option<&str>,
+    ) -> Result<Contactability, UsersClientError> {
+        let token = self.service_token().await?;
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/internal/v1/users/{user}/contactability",
+                self.base_url
+            ))
+            .bearer_auth(token)
+            .json(&ContactabilityRequest {
+                user_ids: others.to_vec(),
+            });
+        if let Some(id) = request_id {
+            request = request.header(crate::telemetry::REQUEST_ID_HEADER.as_str(), id);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| UsersClientError::Unavailable(e.to_string()))?;
+        match response.status() {
+            StatusCode::OK => read_json(response).await,
+            StatusCode::NOT_FOUND => Err(UsersClientError::NotFound),
+            status if status.is_server_error() => {
+                Err(UsersClientError::Unavailable(format!("status {status}")))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Every followee id of `user`. With the ETag of a cached copy, answers

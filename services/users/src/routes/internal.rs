@@ -3,9 +3,11 @@
 use crate::error::UsersError;
 use crate::startup::AppState;
 use crate::store::accounts;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get, post, web};
 use common::auth::ServiceCaller;
+use common::problem::FieldError;
 use common::problem::Problem;
+use common::users_client::{Contactability, ContactabilityRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -46,5 +48,55 @@ pub async fn account(
         id: *id,
         role: status.role,
         suspended: status.suspended,
+    }))
+}
+
+/// Whether `id` may message each of `user_ids`: which of them are unknown, and which are
+/// unavailable (suspended, or a block either way — deliberately not told apart).
+#[utoipa::path(
+    tag = "internal",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = ContactabilityRequest,
+    responses(
+        (status = 200, body = Contactability),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a service token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sender", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/internal/v1/users/{id}/contactability")]
+pub async fn contactability(
+    state: web::Data<AppState>,
+    _caller: ServiceCaller,
+    id: web::Path<Uuid>,
+    body: web::Json<ContactabilityRequest>,
+) -> Result<HttpResponse, UsersError> {
+    if body.user_ids.len() > 100 {
+        return Err(UsersError::Validation(vec![FieldError::new(
+            "user_ids",
+            "at most 100 ids",
+        )]));
+    }
+    let sender = accounts::status(&state.db, *id)
+        .await?
+        .ok_or(UsersError::NotFound)?;
+    let found = accounts::contacts(&state.db, *id, &body.user_ids).await?;
+    let unknown = body
+        .user_ids
+        .iter()
+        .filter(|u| !found.iter().any(|f| f.id == **u))
+        .copied()
+        .collect();
+    let unavailable = found
+        .iter()
+        .filter(|f| f.suspended || f.blocked)
+        .map(|f| f.id)
+        .collect();
+    Ok(HttpResponse::Ok().json(Contactability {
+        suspended: sender.suspended,
+        unknown,
+        unavailable,
     }))
 }

@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(admin::suspend)
         .service(admin::unsuspend)
         .service(internal::account)
+        .service(internal::contactability)
         .service(common::auth::session);
 }
 

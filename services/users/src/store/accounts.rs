@@ -183,3 +183,32 @@ pub async fn set_suspended(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// How `others` stand towards `user` for messaging: suspended, or a block either way.
+#[derive(Debug, Clone)]
+pub struct ContactRow {
+    pub id: Uuid,
+    pub suspended: bool,
+    pub blocked: bool,
+}
+
+/// The standing of each existing account among `others` towards `user`.
+#[tracing::instrument(skip_all, fields(count = others.len()), err)]
+pub async fn contacts(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    others: &[Uuid],
+) -> Result<Vec<ContactRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ContactRow,
+        r#"SELECT a.id, a.suspended_at IS NOT NULL AS "suspended!",
+                  EXISTS (SELECT 1 FROM users.blocks b
+                          WHERE (b.blocker_id = $1 AND b.blocked_id = a.id)
+                             OR (b.blocker_id = a.id AND b.blocked_id = $1)) AS "blocked!"
+           FROM users.accounts a WHERE a.id = ANY($2)"#,
+        user,
+        others,
+    )
+    .fetch_all(db)
+    .await
+}

@@ -298,3 +298,83 @@ async fn services_get_tokens_for_internal_endpoints_and_users_are_refused_there(
         .await;
     expect_problem(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
+
+#[tokio::test]
+async fn contactability_tells_unknown_from_unavailable_but_not_block_from_suspension() {
+    let app = spawn_app().await;
+    let admin = app.register_admin("root").await;
+    let (sender, friend, blocker, blocked, suspended) = (
+        app.register("sender").await,
+        app.register("friend").await,
+        app.register("blocker").await,
+        app.register("blocked").await,
+        app.register("suspended").await,
+    );
+    expect_status(
+        app.put(
+            &format!("/v1/users/{}/block", sender.id),
+            Some(&blocker.access_token),
+        )
+        .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect_status(
+        app.put(
+            &format!("/v1/users/{}/block", blocked.id),
+            Some(&sender.access_token),
+        )
+        .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let suspend = app
+        .post(
+            &format!("/v1/admin/users/{}/suspend", suspended.id),
+            Some(&admin.access_token),
+            json!({}),
+        )
+        .await;
+    expect_status(suspend, StatusCode::NO_CONTENT).await;
+    let service = expect_json(
+        app.post(
+            "/v1/auth/service-token",
+            None,
+            json!({"client_id": "messaging", "client_secret": "messaging-dev-secret"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let unknown = uuid::Uuid::now_v7();
+    let body = json!({"user_ids": [friend.id, blocker.id, blocked.id, suspended.id, unknown]});
+    let path = format!("/internal/v1/users/{}/contactability", sender.id);
+    let answer = expect_json(
+        app.post(&path, service["access_token"].as_str(), body.clone())
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer["suspended"], false);
+    assert_eq!(answer["unknown"], json!([unknown]));
+    let mut unavailable: Vec<String> = answer["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    unavailable.sort();
+    let mut expected = vec![
+        blocker.id.to_string(),
+        blocked.id.to_string(),
+        suspended.id.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(unavailable, expected);
+    expect_problem(
+        app.post(&path, Some(&sender.access_token), body).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+}
