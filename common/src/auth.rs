@@ -374,9 +374,13 @@ pub struct AuthUser {
     pub id: Uuid,
     /// The account's role when the token was issued.
     pub role: Role,
+    /// When the token expires (seconds since the epoch): long-lived connections end then.
+    pub expires_at: i64,
 }
 
-async fn authenticate_user(verifier: &TokenVerifier, token: &str) -> Result<AuthUser, Problem> {
+/// Verifies a user access token given some other way than the `Authorization` header (a
+/// WebSocket sub-protocol or query parameter).
+pub async fn authenticate_user(verifier: &TokenVerifier, token: &str) -> Result<AuthUser, Problem> {
     let claims = verifier.verify(token).await?;
     if claims.aud != verifier.settings.audience || claims.role == Role::Service {
         return Err(TokenError::Invalid("not a user access token".into()).into());
@@ -387,6 +391,7 @@ async fn authenticate_user(verifier: &TokenVerifier, token: &str) -> Result<Auth
     Ok(AuthUser {
         id,
         role: claims.role,
+        expires_at: claims.exp,
     })
 }
 

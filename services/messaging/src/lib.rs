@@ -1,11 +1,17 @@
 //! The messaging service. Direct and group conversations, messages, read state and real-time delivery.
 //!
-//! Tokens are verified locally with keys from the users service's JWKS; nothing about users is
-//! read from the database. Routes live in `routes/`.
+//! Tokens are verified locally with keys from the users service's JWKS. Whether a user exists,
+//! is suspended or blocks someone is asked of the users service. Events reach sockets on every
+//! replica through Redis (`realtime`). Routes live in `routes/`, SQL in `store/`.
 
 pub mod config;
+pub mod domain;
+pub mod error;
+pub mod realtime;
 pub mod routes;
 pub mod startup;
+pub mod store;
+pub mod views;
 
 pub use config::Settings;
 pub use startup::{Application, openapi};

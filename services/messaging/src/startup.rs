@@ -1,16 +1,31 @@
 //! Building and running the messaging service: pools, migrations, the token verifier, the server.
 
 use crate::config::Settings;
+use crate::config::StreamSettings;
+use crate::realtime::Hub;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::service::Infrastructure;
+use common::users_client::UsersClient;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
+
+/// What every handler can reach, registered once as `web::Data`.
+pub struct AppState {
+    /// The `messaging_svc` pool.
+    pub db: PgPool,
+    /// The users service, with this service's credentials.
+    pub users: UsersClient,
+    /// Sockets here, and events to every replica.
+    pub hub: Arc<Hub>,
+    /// WebSocket limits.
+    pub stream: StreamSettings,
+}
 
 /// The schema this service owns.
 pub const SCHEMA: &str = "messaging";
@@ -62,6 +77,20 @@ impl Application {
         )?);
         verifier.spawn_refresher();
         let verifier = web::Data::from(verifier);
+        let hub = Hub::new(
+            infra.redis.clone(),
+            &base.redis.key_prefix,
+            base.redis.timeout,
+            settings.stream.send_queue,
+        );
+        hub.spawn_subscriber(base.redis.url.clone());
+        let state = web::Data::new(AppState {
+            db: infra.db.clone(),
+            users: UsersClient::new(&settings.users)?
+                .with_credentials(settings.credentials.clone()),
+            hub,
+            stream: settings.stream.clone(),
+        });
         let readiness = infra.readiness.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
@@ -70,6 +99,7 @@ impl Application {
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .app_data(verifier.clone())
+                .app_data(state.clone())
                 .configure(routes::configure)
                 .split_for_parts();
             app.service(common::openapi::docs_service(document))

@@ -1,5 +1,9 @@
 //! HTTP routes of the messaging service and its OpenAPI document.
 
+pub mod conversations;
+pub mod messages;
+pub mod stream;
+
 use common::problem::{FieldError, Problem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -7,13 +11,28 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Registers every route.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(common::auth::session);
+    cfg.service(conversations::create)
+        .service(conversations::list)
+        .service(conversations::unread)
+        .service(conversations::show)
+        .service(conversations::add_participants)
+        .service(conversations::remove_participant)
+        .service(conversations::mark_read)
+        .service(messages::send)
+        .service(messages::list)
+        .service(messages::edit)
+        .service(messages::remove)
+        .service(stream::stream)
+        .service(common::auth::session);
 }
 
 /// The document's fixed parts; paths come from the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "messaging service", description = "Direct and group conversations, messages, read state and real-time delivery."),
+    info(
+        title = "messaging service",
+        description = "Direct and group conversations, messages, read state and real-time delivery."
+    ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth)
 )]

@@ -1,74 +1,203 @@
-//! Spawning the users service and the messaging service for a test.
+//! Spawning the users service and two messaging replicas for a test.
 
 use common::config::Env;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use test_support::TestDatabase;
+use uuid::Uuid;
 
 pub struct TestApp {
+    /// Replica A.
     pub address: String,
+    /// Replica B: same database, same Redis channel.
+    pub address_b: String,
     pub users_address: String,
     pub client: reqwest::Client,
     /// Kept alive for the test: dropping it drops the database.
     pub _db: TestDatabase,
+    /// A superuser pool on the test database, for setup and assertions behind the API.
+    pub admin_pool: PgPool,
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub token: String,
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[], &[]).await
+}
+
+/// Spawns the services with extra settings for users and for the messaging replicas.
+pub async fn spawn_app_with(
+    users_overrides: &[(&str, &str)],
+    overrides: &[(&str, &str)],
+) -> TestApp {
     let db = TestDatabase::new().await;
-    let users_settings = users::Settings::from_env(&Env::from_pairs([
+    let mut users_env = vec![
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
-    ]))
-    .unwrap();
-    let users_app = users::Application::build(users_settings).await.unwrap();
+    ];
+    users_env.extend(users_overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let users_app =
+        users::Application::build(users::Settings::from_env(&Env::from_pairs(users_env)).unwrap())
+            .await
+            .unwrap();
     let users_address = format!("http://127.0.0.1:{}", users_app.port());
     tokio::spawn(users_app.run_until_stopped());
 
-    let settings = messaging::Settings::from_env(&Env::from_pairs([
-        ("PORT", "0".to_owned()),
-        ("HTTP_WORKERS", "1".to_owned()),
-        ("DATABASE_URL", db.url_for("messaging")),
-        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
-        ("JWKS_URL", format!("{users_address}/.well-known/jwks.json")),
-    ]))
-    .unwrap();
-    let app = messaging::Application::build(settings).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let prefix = test_support::redis_prefix();
+    let mut addresses = Vec::new();
+    for _replica in 0..2 {
+        let mut env = vec![
+            ("PORT", "0".to_owned()),
+            ("HTTP_WORKERS", "1".to_owned()),
+            ("DATABASE_URL", db.url_for("messaging")),
+            ("REDIS_KEY_PREFIX", prefix.clone()),
+            ("JWKS_URL", format!("{users_address}/.well-known/jwks.json")),
+            ("USERS_BASE_URL", users_address.clone()),
+            ("MAX_JSON_BODY_BYTES", "32768".to_owned()),
+        ];
+        env.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let app = messaging::Application::build(
+            messaging::Settings::from_env(&Env::from_pairs(env)).unwrap(),
+        )
+        .await
+        .unwrap();
+        addresses.push(format!("http://127.0.0.1:{}", app.port()));
+        tokio::spawn(app.run_until_stopped());
+    }
+    // Both replicas subscribe to events in the background; give them a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let admin_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.admin_options())
+        .await
+        .unwrap();
+    let address_b = addresses.pop().unwrap();
+    let address = addresses.pop().unwrap();
     TestApp {
         address,
+        address_b,
         users_address,
         client: reqwest::Client::new(),
         _db: db,
+        admin_pool,
     }
 }
 
 impl TestApp {
-    /// Registers a user with the users service; returns its id and access token.
-    pub async fn register(&self, username: &str) -> (String, String) {
-        let response = self
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
             .client
-            .post(format!("{}/v1/auth/register", self.users_address))
-            .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": "password-123"}))
-            .send()
-            .await
-            .unwrap();
-        let body = expect_json(response, StatusCode::CREATED).await;
-        (
-            body["user"]["id"].as_str().unwrap().to_owned(),
-            body["access_token"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.get(format!("{}{path}", self.address));
+            .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         request.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    async fn users_call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.users_address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn register(&self, username: &str) -> TestUser {
+        let body = json!({"username": username, "email": format!("{username}@example.com"), "password": "password-123"});
+        let body = expect_json(
+            self.users_call(Method::POST, "/v1/auth/register", None, Some(body))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        TestUser {
+            id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn block(&self, who: &TestUser, whom: &TestUser) {
+        let response = self
+            .users_call(
+                Method::PUT,
+                &format!("/v1/users/{}/block", whom.id),
+                Some(&who.token),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// Suspends a user (setup, straight in the users schema).
+    pub async fn suspend(&self, user: &TestUser) {
+        sqlx::query("UPDATE users.accounts SET suspended_at = now() WHERE id = $1")
+            .bind(user.id)
+            .execute(&self.admin_pool)
+            .await
+            .unwrap();
+    }
+
+    /// Starts a conversation, asserting 201; returns its id.
+    pub async fn conversation(&self, creator: &TestUser, others: &[&TestUser]) -> String {
+        let ids: Vec<Uuid> = others.iter().map(|u| u.id).collect();
+        let body = expect_json(
+            self.post(
+                "/v1/conversations",
+                &creator.token,
+                json!({"participant_ids": ids}),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a message, asserting 201.
+    pub async fn send(&self, user: &TestUser, conversation: &str, body: &str) -> Value {
+        let path = format!("/v1/conversations/{conversation}/messages");
+        expect_json(
+            self.post(&path, &user.token, json!({"body": body})).await,
+            StatusCode::CREATED,
+        )
+        .await
     }
 }
 
@@ -77,4 +206,25 @@ pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Val
     let text = response.text().await.unwrap();
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+pub async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = expect_json(response, status).await;
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+pub async fn expect_status(response: reqwest::Response, status: StatusCode) {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
 }

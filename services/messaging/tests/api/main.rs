@@ -1,4 +1,4 @@
-//! The messaging service's API tests: the real service and the users service it trusts, both
+//! The messaging service's API tests: two replicas of the service and the users service, all
 //! in-process on ephemeral ports, over a fresh PostgreSQL database and real Redis.
 
 #![expect(
@@ -6,6 +6,9 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod conversations;
 mod helpers;
+mod messages;
 mod openapi;
 mod session;
+mod stream;

@@ -6,9 +6,9 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn a_users_service_token_is_accepted_here_with_keys_from_its_jwks() {
     let app = spawn_app().await;
-    let (id, token) = app.register("alice").await;
-    let session = expect_json(app.get("/v1/session", Some(&token)).await, StatusCode::OK).await;
-    assert_eq!(session["user_id"], id);
+    let alice = app.register("alice").await;
+    let session = expect_json(app.get("/v1/session", &alice.token).await, StatusCode::OK).await;
+    assert_eq!(session["user_id"], alice.id.to_string());
     assert_eq!(session["role"], "user");
 }
 
@@ -16,7 +16,9 @@ async fn a_users_service_token_is_accepted_here_with_keys_from_its_jwks() {
 async fn requests_without_a_valid_token_are_401_problems() {
     let app = spawn_app().await;
     for token in [None, Some("nonsense"), Some("a.b.c")] {
-        let response = app.get("/v1/session", token).await;
+        let response = app
+            .request(reqwest::Method::GET, "/v1/session", token, None)
+            .await;
         assert_eq!(
             response.headers()["content-type"],
             "application/problem+json"
@@ -28,9 +30,21 @@ async fn requests_without_a_valid_token_are_401_problems() {
 #[tokio::test]
 async fn health_endpoints_answer_and_unknown_routes_are_problems() {
     let app = spawn_app().await;
-    expect_json(app.get("/health/live", None).await, StatusCode::OK).await;
-    expect_json(app.get("/health/ready", None).await, StatusCode::OK).await;
-    let missing = app.get("/v1/nothing-here", None).await;
+    expect_json(
+        app.request(reqwest::Method::GET, "/health/live", None, None)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_json(
+        app.request(reqwest::Method::GET, "/health/ready", None, None)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let missing = app
+        .request(reqwest::Method::GET, "/v1/nothing-here", None, None)
+        .await;
     assert_eq!(
         missing.headers()["content-type"],
         "application/problem+json"

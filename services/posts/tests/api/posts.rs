@@ -309,14 +309,35 @@ async fn posts_of_a_deleted_account_disappear_from_every_endpoint() {
     app.follow(&reader, &gone).await;
     let post = app.post(&gone, "soon gone").await;
     let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
-    assert_eq!(app.walk("/v1/feed", Some(&reader.token), 20).await, vec!["soon gone"]);
+    assert_eq!(
+        app.walk("/v1/feed", Some(&reader.token), 20).await,
+        vec!["soon gone"]
+    );
 
     // The account is deleted in the users service (the deletion endpoint arrives with the
     // hardening work; the effect on posts is the same).
-    sqlx::query("DELETE FROM users.accounts WHERE id = $1").bind(gone.id).execute(&app.admin_pool).await.unwrap();
+    sqlx::query("DELETE FROM users.accounts WHERE id = $1")
+        .bind(gone.id)
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
 
-    expect_problem(app.get(&path, None).await, StatusCode::NOT_FOUND, "not_found").await;
-    expect_problem(app.get(&format!("/v1/users/{}/posts", gone.id), None).await, StatusCode::NOT_FOUND, "not_found").await;
-    assert!(app.walk("/v1/feed", Some(&reader.token), 20).await.is_empty());
+    expect_problem(
+        app.get(&path, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_problem(
+        app.get(&format!("/v1/users/{}/posts", gone.id), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert!(
+        app.walk("/v1/feed", Some(&reader.token), 20)
+            .await
+            .is_empty()
+    );
 }

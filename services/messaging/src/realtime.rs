@@ -1,0 +1,245 @@
+//! Real-time delivery across replicas.
+//!
+//! Every replica publishes events to one Redis pub/sub channel and subscribes to it on a
+//! dedicated connection (pub/sub cannot share the pool). Each event names its recipients; each
+//! replica hands it to the sockets of those users it holds. Sockets have bounded queues: a
+//! socket that falls behind is disconnected, never allowed to slow the others, and its client
+//! catches up over REST (`after_seq`). Delivery is at most once; the database is the record.
+//! See docs/adr/0011-real-time-delivery.md.
+
+use common::redis::deadpool_redis::redis;
+use common::redis::with_timeout;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// An event for some users, as it travels through Redis.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    recipients: Vec<Uuid>,
+    event: serde_json::Value,
+}
+
+/// A socket's end of its queue.
+pub type Receiver = mpsc::Receiver<Arc<str>>;
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+/// The sockets this replica holds, and the way to every other replica.
+pub struct Hub {
+    sockets: Mutex<HashMap<Uuid, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    redis: deadpool_redis::Pool,
+    redis_timeout: Duration,
+    channel: String,
+    queue: usize,
+    dropped_slow: AtomicU64,
+}
+
+impl Hub {
+    /// A hub publishing on `{prefix}messaging:events`.
+    pub fn new(
+        redis: deadpool_redis::Pool,
+        prefix: &str,
+        redis_timeout: Duration,
+        queue: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sockets: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            redis,
+            redis_timeout,
+            channel: format!("{prefix}messaging:events"),
+            queue,
+            dropped_slow: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a socket of `user`; returns its id and the receiving end of its queue.
+    pub fn register(&self, user: Uuid) -> (u64, Receiver) {
+        let (tx, rx) = mpsc::channel(self.queue);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(user)
+            .or_default()
+            .push(Subscriber { id, tx });
+        (id, rx)
+    }
+
+    /// Forgets a socket.
+    pub fn unregister(&self, user: Uuid, id: u64) {
+        let mut sockets = self.lock();
+        if let Some(list) = sockets.get_mut(&user) {
+            list.retain(|s| s.id != id);
+            if list.is_empty() {
+                sockets.remove(&user);
+            }
+        }
+    }
+
+    /// How many slow sockets were disconnected since start.
+    pub fn dropped_slow_consumers(&self) -> u64 {
+        self.dropped_slow.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Subscriber>>> {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands an event to this replica's sockets of `recipients`. A full queue disconnects that
+    /// socket (its sender is dropped, which ends the socket's loop).
+    fn deliver_locally(&self, recipients: &[Uuid], event: &Arc<str>) {
+        let mut sockets = self.lock();
+        for user in recipients {
+            let Some(list) = sockets.get_mut(user) else {
+                continue;
+            };
+            list.retain(|s| match s.tx.try_send(Arc::clone(event)) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(user_id = %user, socket = s.id, "slow consumer disconnected");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+        sockets.retain(|_, list| !list.is_empty());
+    }
+
+    /// Publishes an event to every replica. If Redis cannot take it, this replica's sockets
+    /// still get it; clients elsewhere catch up over REST.
+    pub async fn publish(&self, recipients: Vec<Uuid>, event: serde_json::Value) {
+        if recipients.is_empty() {
+            return;
+        }
+        let envelope = Envelope { recipients, event };
+        let payload = match serde_json::to_string(&envelope) {
+            Ok(payload) => payload,
+            Err(e) => return tracing::error!(error = %e, "event not serialisable"),
+        };
+        let op = async {
+            let mut conn = self.redis.get().await?;
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(&payload)
+                .query_async(&mut conn)
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = with_timeout(self.redis_timeout, op).await {
+            tracing::warn!(error = %e, "publishing to Redis failed; delivering on this replica only");
+            let event: Arc<str> = Arc::from(envelope.event.to_string());
+            self.deliver_locally(&envelope.recipients, &event);
+        }
+    }
+
+    /// Subscribes to the channel for as long as the process runs, reconnecting with backoff.
+    pub fn spawn_subscriber(self: &Arc<Self>, redis_url: String) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match hub.subscribe_once(&redis_url).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => tracing::warn!(error = %e, "event subscription lost; reconnecting"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    async fn subscribe_once(&self, redis_url: &str) -> anyhow::Result<()> {
+        let client = redis::Client::open(redis_url)?;
+        let mut pubsub =
+            tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await??;
+        pubsub.subscribe(&self.channel).await?;
+        tracing::info!(channel = %self.channel, "subscribed to events");
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let payload: String = match message.get_payload() {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable event");
+                    continue;
+                }
+            };
+            match serde_json::from_str::<Envelope>(&payload) {
+                Ok(envelope) => {
+                    let event: Arc<str> = Arc::from(envelope.event.to_string());
+                    self.deliver_locally(&envelope.recipients, &event);
+                }
+                Err(e) => tracing::warn!(error = %e, "malformed event"),
+            }
+        }
+        anyhow::bail!("subscription stream ended")
+    }
+}
+
+/// Tests of the local fan-out; delivery across replicas is tested through the API.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(queue: usize) -> Arc<Hub> {
+        let pool = common::redis::RedisSettings {
+            url: "redis://127.0.0.1:1".into(),
+            pool_size: 1,
+            timeout: Duration::from_millis(50),
+            key_prefix: String::new(),
+        }
+        .pool()
+        .unwrap();
+        Hub::new(pool, "t:", Duration::from_millis(50), queue)
+    }
+
+    #[tokio::test]
+    async fn every_socket_of_a_recipient_gets_the_event_and_others_do_not() {
+        let hub = hub(4);
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let (_, mut a1) = hub.register(alice);
+        let (_, mut a2) = hub.register(alice);
+        let (_, mut b) = hub.register(bob);
+        hub.deliver_locally(&[alice], &Arc::from("hello"));
+        assert_eq!(&*a1.recv().await.unwrap(), "hello");
+        assert_eq!(&*a2.recv().await.unwrap(), "hello");
+        assert!(b.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_socket_whose_queue_is_full_is_cut_off_without_affecting_the_others() {
+        let hub = hub(2);
+        let user = Uuid::now_v7();
+        let (_, mut slow) = hub.register(user);
+        let (_, mut fast) = hub.register(user);
+        for i in 0..3 {
+            hub.deliver_locally(&[user], &Arc::from(format!("e{i}").as_str()));
+            assert_eq!(&*fast.recv().await.unwrap(), format!("e{i}"));
+        }
+        assert_eq!(hub.dropped_slow_consumers(), 1);
+        assert_eq!(&*slow.recv().await.unwrap(), "e0");
+        assert_eq!(&*slow.recv().await.unwrap(), "e1");
+        assert!(slow.recv().await.is_none(), "its queue was closed");
+    }
+
+    #[tokio::test]
+    async fn with_redis_unreachable_events_still_reach_local_sockets() {
+        let hub = hub(4);
+        let user = Uuid::now_v7();
+        let (_, mut rx) = hub.register(user);
+        hub.publish(vec![user], serde_json::json!({"type": "x"}))
+            .await;
+        assert_eq!(&*rx.recv().await.unwrap(), r#"{"type":"x"}"#);
+    }
+}

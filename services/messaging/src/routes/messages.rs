@@ -1,0 +1,298 @@
+//! `/v1/conversations/{id}/messages`: send (idempotently), page by seq, edit, delete.
+
+use crate::domain::{self, MessageBody};
+use crate::error::MessagingError;
+use crate::routes::conversations::{check_contactable, participant_ids};
+use crate::startup::AppState;
+use crate::store::{conversations, messages};
+use crate::views::{MessageView, message_event};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use common::auth::AuthUser;
+use common::pagination::{DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor};
+use common::problem::{FieldError, Problem};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A message to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// 1–4,000 characters, not only whitespace.
+    pub body: String,
+    /// Your id for this send: resending with it returns the first message instead of a copy.
+    pub client_id: Option<String>,
+}
+
+/// New text for a message.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessage {
+    /// 1–4,000 characters, not only whitespace.
+    pub body: String,
+}
+
+/// Query of the message list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Items per page, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Newest first, strictly older than this seq.
+    pub before_seq: Option<i64>,
+    /// Oldest first, strictly newer than this seq: catch-up after a reconnect.
+    pub after_seq: Option<i64>,
+}
+
+/// Where a message list continues.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+enum SeqPosition {
+    #[serde(rename = "b")]
+    Before(i64),
+    #[serde(rename = "a")]
+    After(i64),
+}
+
+fn client_id_of(req: &HttpRequest, body: &SendMessage) -> Result<Option<String>, MessagingError> {
+    let header = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let validation = |e| MessagingError::Validation(vec![e]);
+    let from_body = body
+        .client_id
+        .as_deref()
+        .map(|c| domain::parse_client_id(c, "client_id"))
+        .transpose()
+        .map_err(validation)?;
+    let from_header = header
+        .as_deref()
+        .map(|h| domain::parse_client_id(h, "Idempotency-Key"))
+        .transpose()
+        .map_err(validation)?;
+    match (from_body, from_header) {
+        (Some(a), Some(b)) if a != b => Err(MessagingError::Validation(vec![FieldError::new(
+            "client_id",
+            "differs from the Idempotency-Key header",
+        )])),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Sends a message. A `client_id` (or `Idempotency-Key`) already used by you in this
+/// conversation returns the original message: a retried send never duplicates.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same role as client_id")),
+    request_body = SendMessage,
+    responses(
+        (status = 201, body = MessageView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Suspended, or the other person does not accept messages", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such conversation of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/conversations/{id}/messages")]
+pub async fn send(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    req: HttpRequest,
+    body: web::Json<SendMessage>,
+) -> Result<HttpResponse, MessagingError> {
+    let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;
+    let client_id = client_id_of(&req, &body)?;
+    let conversation = conversations::for_participant(&state.db, *id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    if let Some(client_id) = &client_id
+        && let Some(first) = messages::by_client_id(&state.db, *id, user.id, client_id).await?
+    {
+        return Ok(HttpResponse::Created()
+            .insert_header(("idempotent-replayed", "true"))
+            .json(MessageView::from(first)));
+    }
+    // Who may receive is the users service's knowledge; ask before taking any lock.
+    let participants = participant_ids(&state, *id).await?;
+    let counterparts: Vec<Uuid> = if conversation.kind == "direct" {
+        participants
+            .iter()
+            .copied()
+            .filter(|p| *p != user.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    check_contactable(&state, user.id, &counterparts, &req).await?;
+
+    let mut tx = state.db.begin().await?;
+    conversations::lock_for_participant(&mut tx, *id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    // Under the lock, a concurrent retry of the same send has either committed or not started.
+    if let Some(client_id) = &client_id
+        && let Some(first) = messages::by_client_id(&mut *tx, *id, user.id, client_id).await?
+    {
+        return Ok(HttpResponse::Created()
+            .insert_header(("idempotent-replayed", "true"))
+            .json(MessageView::from(first)));
+    }
+    let message = messages::append(
+        &mut tx,
+        *id,
+        user.id,
+        "text",
+        Some(text.as_str()),
+        None,
+        client_id.as_deref(),
+    )
+    .await?;
+    tx.commit().await?;
+    let view = MessageView::from(message);
+    state
+        .hub
+        .publish(participants, message_event("message.created", &view))
+        .await;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// Messages, newest first (`before_seq`), or oldest first after `after_seq` for catch-up.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), MessagesQuery),
+    responses(
+        (status = 200, body = Page<MessageView>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/conversations/{id}/messages")]
+pub async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    query: web::Query<MessagesQuery>,
+) -> Result<HttpResponse, MessagingError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(MessagingError::Validation(vec![FieldError::new(
+            "limit",
+            "must be between 1 and 100",
+        )]));
+    }
+    let position = match (&query.cursor, query.before_seq, query.after_seq) {
+        (Some(cursor), None, None) => decode_cursor::<SeqPosition>(cursor)?,
+        (None, before, None) => SeqPosition::Before(before.unwrap_or(i64::MAX)),
+        (None, None, Some(after)) => SeqPosition::After(after),
+        _ => {
+            let message = "give at most one of cursor, before_seq and after_seq";
+            return Err(MessagingError::Validation(vec![FieldError::new(
+                "cursor", message,
+            )]));
+        }
+    };
+    conversations::for_participant(&state.db, *id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    let (before, after) = match position {
+        SeqPosition::Before(seq) => (Some(seq), None),
+        SeqPosition::After(seq) => (None, Some(seq)),
+    };
+    let mut rows = messages::page(&state.db, *id, before, after, i64::from(limit) + 1).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = rows.last().filter(|_| more).map(|last| {
+        encode_cursor(&if after.is_some() {
+            SeqPosition::After(last.seq)
+        } else {
+            SeqPosition::Before(last.seq)
+        })
+    });
+    let items = rows.into_iter().map(MessageView::from).collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// Edits your own message.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
+    request_body = EditMessage,
+    responses(
+        (status = 200, body = MessageView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/conversations/{id}/messages/{message_id}")]
+pub async fn edit(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Json<EditMessage>,
+) -> Result<HttpResponse, MessagingError> {
+    let (id, message_id) = path.into_inner();
+    let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;
+    conversations::for_participant(&state.db, id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    let row = messages::edit(&state.db, id, message_id, user.id, text.as_str())
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    let view = MessageView::from(row);
+    state
+        .hub
+        .publish(
+            participant_ids(&state, id).await?,
+            message_event("message.updated", &view),
+        )
+        .await;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Deletes your own message, leaving a tombstone. Idempotent.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/conversations/{id}/messages/{message_id}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, MessagingError> {
+    let (id, message_id) = path.into_inner();
+    conversations::for_participant(&state.db, id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    let row = messages::tombstone(&state.db, id, message_id, user.id)
+        .await?
+        .ok_or(MessagingError::NotFound)?;
+    let view = MessageView::from(row);
+    state
+        .hub
+        .publish(
+            participant_ids(&state, id).await?,
+            message_event("message.deleted", &view),
+        )
+        .await;
+    Ok(HttpResponse::NoContent().finish())
+}

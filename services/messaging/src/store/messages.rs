@@ -1,0 +1,188 @@
+//! Messages: gapless per-conversation seqs, idempotent sends, edits and tombstones.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A message as stored.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub seq: i64,
+    pub sender_id: Uuid,
+    pub kind: String,
+    pub body: Option<String>,
+    pub event: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The message `sender` already sent with `client_id` in `conversation`, if any.
+#[tracing::instrument(skip_all, err)]
+pub async fn by_client_id(
+    db: impl PgExecutor<'_>,
+    conversation: Uuid,
+    sender: Uuid,
+    client_id: &str,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
+           FROM messaging.messages WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3"#,
+        conversation,
+        sender,
+        client_id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Appends a message with the next seq. The caller holds the conversation row lock
+/// (`lock_for_participant`), so seqs are gapless and strictly increasing; the sender's read
+/// marker moves to their own message.
+#[tracing::instrument(skip_all, err)]
+pub async fn append(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    sender: Uuid,
+    kind: &str,
+    body: Option<&str>,
+    event: Option<serde_json::Value>,
+    client_id: Option<&str>,
+) -> Result<MessageRow, sqlx::Error> {
+    let seq = sqlx::query_scalar!(
+        r#"UPDATE messaging.conversations SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
+           WHERE id = $1 RETURNING last_seq"#,
+        conversation,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let message = sqlx::query_as!(
+        MessageRow,
+        r#"INSERT INTO messaging.messages (id, conversation_id, seq, sender_id, kind, body, event, client_id, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
+           RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at"#,
+        Uuid::now_v7(),
+        conversation,
+        seq,
+        sender,
+        kind,
+        body,
+        event,
+        client_id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE messaging.participants SET read_seq = GREATEST(read_seq, $3)
+           WHERE conversation_id = $1 AND user_id = $2"#,
+        conversation,
+        sender,
+        seq,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(message)
+}
+
+/// Messages newest first strictly below `before_seq`, or oldest first strictly above
+/// `after_seq` (catch-up after a reconnect).
+#[tracing::instrument(skip_all, err)]
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    conversation: Uuid,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    match after_seq {
+        Some(after) => {
+            sqlx::query_as!(
+                MessageRow,
+                r#"SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
+                   FROM messaging.messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
+                conversation,
+                after,
+                limit,
+            )
+            .fetch_all(db)
+            .await
+        }
+        None => {
+            sqlx::query_as!(
+                MessageRow,
+                r#"SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
+                   FROM messaging.messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"#,
+                conversation,
+                before_seq.unwrap_or(i64::MAX),
+                limit,
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
+}
+
+/// The newest message of each of `conversations`.
+#[tracing::instrument(skip_all, err)]
+pub async fn latest(
+    db: impl PgExecutor<'_>,
+    conversations: &[Uuid],
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.kind, m.body, m.event, m.created_at, m.edited_at, m.deleted_at
+           FROM messaging.conversations c
+           JOIN messaging.messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+           WHERE c.id = ANY($1)"#,
+        conversations,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces the body of `sender`'s live text message.
+#[tracing::instrument(skip_all, err)]
+pub async fn edit(
+    db: impl PgExecutor<'_>,
+    conversation: Uuid,
+    id: Uuid,
+    sender: Uuid,
+    body: &str,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"UPDATE messaging.messages SET body = $4, edited_at = clock_timestamp()
+           WHERE id = $1 AND conversation_id = $2 AND sender_id = $3 AND kind = 'text' AND deleted_at IS NULL
+           RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at"#,
+        id,
+        conversation,
+        sender,
+        body,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Turns `sender`'s text message into a tombstone (idempotent).
+#[tracing::instrument(skip_all, err)]
+pub async fn tombstone(
+    db: impl PgExecutor<'_>,
+    conversation: Uuid,
+    id: Uuid,
+    sender: Uuid,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"UPDATE messaging.messages SET body = NULL, deleted_at = COALESCE(deleted_at, clock_timestamp())
+           WHERE id = $1 AND conversation_id = $2 AND sender_id = $3 AND kind = 'text'
+           RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at"#,
+        id,
+        conversation,
+        sender,
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,5 @@
+//! SQL of the messaging schema. Functions take an executor or a connection; the handler owns
+//! the transaction.
+
+pub mod conversations;
+pub mod messages;

@@ -1,0 +1,352 @@
+//! Messages: validation, gapless seqs under concurrency, idempotent sends, pages both ways,
+//! edits and tombstones, and who may send.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_sent_message_has_the_documented_shape_and_the_next_seq() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let first = app.send(&alice, &id, "hello").await;
+    let second = app.send(&bob, &id, "hi!").await;
+    assert_eq!(
+        (first["seq"].as_i64(), second["seq"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(first["conversation_id"], id);
+    assert_eq!(first["sender_id"], alice.id.to_string());
+    assert_eq!(
+        (first["body"].as_str(), first["deleted"].as_bool()),
+        (Some("hello"), Some(false))
+    );
+    assert!(
+        first["edited_at"].is_null() && first["created_at"].is_string() && first["id"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_are_refused_with_the_field_named() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let cases = [
+        (json!({"body": ""}), "body"),
+        (json!({"body": "   "}), "body"),
+        (json!({"body": "x".repeat(4001)}), "body"),
+        (json!({}), "body"),
+        (json!({"body": 7}), "body"),
+        (json!({"body": "hi", "client_id": "has space"}), "client_id"),
+        (json!({"body": "hi", "urgent": true}), "urgent"),
+    ];
+    for (body, field) in cases {
+        let problem = expect_problem(
+            app.post(&path, &alice.token, body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    expect_status(
+        app.post(&path, &alice.token, json!({"body": "é".repeat(4000)}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_senders_get_strictly_increasing_seqs_without_gaps() {
+    let app = spawn_app().await;
+    let (a, b, c) = (
+        app.register("a_user").await,
+        app.register("b_user").await,
+        app.register("c_user").await,
+    );
+    let id = app.conversation(&a, &[&b, &c]).await;
+    let app = &app;
+    let path = format!("/v1/conversations/{id}/messages");
+    let path = &path;
+    let sends = [&a, &b, &c]
+        .into_iter()
+        .flat_map(|u| (0..8).map(move |i| (u, i)))
+        .map(|(u, i)| async move {
+            app.post(path, &u.token, json!({"body": format!("m{i}")}))
+                .await
+        });
+    let mut seqs = Vec::new();
+    for response in futures_util::future::join_all(sends).await {
+        seqs.push(
+            expect_json(response, StatusCode::CREATED).await["seq"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=24).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_retried_send_returns_the_original_message_even_when_retries_race() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let body = json!({"body": "once", "client_id": "c-1"});
+    let attempts =
+        futures_util::future::join_all((0..6).map(|_| app.post(&path, &alice.token, body.clone())))
+            .await;
+    let mut ids = Vec::new();
+    for response in attempts {
+        ids.push(expect_json(response, StatusCode::CREATED).await["id"].clone());
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    // The Idempotency-Key header works the same way.
+    let with_header = |key: &'static str| {
+        app.client
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(&alice.token)
+            .header("idempotency-key", key)
+            .json(&json!({"body": "twice?"}))
+            .send()
+    };
+    let first = expect_json(with_header("k-2").await.unwrap(), StatusCode::CREATED).await;
+    let again = with_header("k-2").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        expect_json(again, StatusCode::CREATED).await["id"],
+        first["id"]
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messaging.messages")
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM messaging.messages ORDER BY seq")
+        .fetch_all(&app.admin_pool)
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2], "no seq was burnt by the retries");
+}
+
+#[tokio::test]
+async fn messages_page_newest_first_and_catch_up_oldest_first() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    for i in 1..=5 {
+        app.send(&alice, &id, &format!("m{i}")).await;
+    }
+    let base = format!("/v1/conversations/{id}/messages");
+    let seqs = |page: &serde_json::Value| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let newest = expect_json(
+        app.get(&format!("{base}?limit=2"), &bob.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(seqs(&newest), vec![5, 4]);
+    let next = expect_json(
+        app.get(
+            &format!(
+                "{base}?limit=2&cursor={}",
+                newest["next_cursor"].as_str().unwrap()
+            ),
+            &bob.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(seqs(&next), vec![3, 2]);
+    let before = expect_json(
+        app.get(&format!("{base}?before_seq=2"), &bob.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(seqs(&before), vec![1]);
+    let catch_up = expect_json(
+        app.get(&format!("{base}?after_seq=2&limit=2"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(seqs(&catch_up), vec![3, 4]);
+    let rest = expect_json(
+        app.get(
+            &format!(
+                "{base}?limit=2&cursor={}",
+                catch_up["next_cursor"].as_str().unwrap()
+            ),
+            &bob.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(seqs(&rest), vec![5]);
+    assert!(rest["next_cursor"].is_null());
+
+    expect_problem(
+        app.get(&format!("{base}?after_seq=1&before_seq=3"), &bob.token)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_problem(
+        app.get(&format!("{base}?after_seq=x"), &bob.token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    expect_problem(
+        app.get(&format!("{base}?limit=0"), &bob.token).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_problem(
+        app.get(&format!("{base}?cursor=bad"), &bob.token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_sender_edits_and_deletes_and_others_get_404() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let message = app.send(&alice, &id, "draft").await;
+    let path = format!(
+        "/v1/conversations/{id}/messages/{}",
+        message["id"].as_str().unwrap()
+    );
+
+    let by_bob = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&bob.token),
+            Some(json!({"body": "hijack"})),
+        )
+        .await;
+    expect_problem(by_bob, StatusCode::NOT_FOUND, "not_found").await;
+    expect_problem(
+        app.request(Method::DELETE, &path, Some(&bob.token), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let bad = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&alice.token),
+            Some(json!({"body": ""})),
+        )
+        .await;
+    expect_problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    let edited = expect_json(
+        app.request(
+            Method::PATCH,
+            &path,
+            Some(&alice.token),
+            Some(json!({"body": "final"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(edited["body"], "final");
+    assert!(edited["edited_at"].is_string());
+    expect_status(
+        app.request(Method::DELETE, &path, Some(&alice.token), None)
+            .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect_status(
+        app.request(Method::DELETE, &path, Some(&alice.token), None)
+            .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let list = expect_json(
+        app.get(&format!("/v1/conversations/{id}/messages"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (
+            list["items"][0]["deleted"].as_bool(),
+            list["items"][0]["body"].is_null()
+        ),
+        (Some(true), true)
+    );
+    assert_eq!(list["items"][0]["seq"], 1, "the tombstone keeps its place");
+    let edit_tombstone = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&alice.token),
+            Some(json!({"body": "back"})),
+        )
+        .await;
+    expect_problem(edit_tombstone, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_block_after_the_conversation_started_stops_direct_messages_and_suspension_stops_sending()
+{
+    let app = spawn_app().await;
+    let (alice, bob, carol) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    let direct = app.conversation(&alice, &[&bob]).await;
+    let group = app.conversation(&alice, &[&bob, &carol]).await;
+    app.send(&alice, &direct, "hi").await;
+    app.block(&bob, &alice).await;
+    let path = format!("/v1/conversations/{direct}/messages");
+    expect_problem(
+        app.post(&path, &alice.token, json!({"body": "hello?"}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "recipient_unavailable",
+    )
+    .await;
+    expect_problem(
+        app.post(&path, &bob.token, json!({"body": "go away"}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "recipient_unavailable",
+    )
+    .await;
+
+    app.suspend(&carol).await;
+    let group_path = format!("/v1/conversations/{group}/messages");
+    expect_problem(
+        app.post(&group_path, &carol.token, json!({"body": "hi all"}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "account_suspended",
+    )
+    .await;
+}

@@ -1,0 +1,265 @@
+//! Real-time delivery over WebSockets, across two replicas.
+
+use crate::helpers::*;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/v1/stream` on a replica with the token in the Authorization header.
+async fn connect(address: &str, token: &str) -> Socket {
+    let mut request = format!("{}/v1/stream", address.replace("http", "ws"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
+/// The next JSON event, skipping pings; fails after two seconds.
+async fn next_event(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .expect("an event within 2 s");
+        match frame.unwrap().unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_sent_through_one_replica_reaches_every_socket_on_both() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let mut bob_on_a = connect(&app.address, &bob.token).await;
+    let mut bob_on_b = connect(&app.address_b, &bob.token).await;
+    let mut alice_on_b = connect(&app.address_b, &alice.token).await;
+
+    let sent = app.send(&alice, &id, "across replicas").await;
+    for socket in [&mut bob_on_a, &mut bob_on_b, &mut alice_on_b] {
+        let event = next_event(socket).await;
+        assert_eq!(event["type"], "message.created");
+        assert_eq!(event["conversation_id"], id);
+        assert_eq!(event["message"]["id"], sent["id"]);
+        assert_eq!(event["message"]["body"], "across replicas");
+    }
+}
+
+#[tokio::test]
+async fn edits_deletions_read_markers_and_membership_changes_are_events_too() {
+    let app = spawn_app().await;
+    let (alice, bob, carol) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    let id = app.conversation(&alice, &[&bob]).await;
+    let message = app.send(&alice, &id, "v1").await;
+    let mut alice_socket = connect(&app.address_b, &alice.token).await;
+    let path = format!(
+        "/v1/conversations/{id}/messages/{}",
+        message["id"].as_str().unwrap()
+    );
+
+    app.request(
+        reqwest::Method::PATCH,
+        &path,
+        Some(&alice.token),
+        Some(json!({"body": "v2"})),
+    )
+    .await;
+    let updated = next_event(&mut alice_socket).await;
+    assert_eq!(
+        (
+            updated["type"].as_str(),
+            updated["message"]["body"].as_str()
+        ),
+        (Some("message.updated"), Some("v2"))
+    );
+
+    app.request(reqwest::Method::DELETE, &path, Some(&alice.token), None)
+        .await;
+    let deleted = next_event(&mut alice_socket).await;
+    assert_eq!(
+        (
+            deleted["type"].as_str(),
+            deleted["message"]["deleted"].as_bool()
+        ),
+        (Some("message.deleted"), Some(true))
+    );
+
+    expect_json(
+        app.post(
+            &format!("/v1/conversations/{id}/read"),
+            &bob.token,
+            json!({"seq": 1}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let read = next_event(&mut alice_socket).await;
+    assert_eq!(
+        (
+            read["type"].as_str(),
+            read["user_id"].as_str(),
+            read["seq"].as_i64()
+        ),
+        (
+            Some("conversation.read"),
+            Some(bob.id.to_string().as_str()),
+            Some(1)
+        )
+    );
+
+    let group = app.conversation(&alice, &[&bob, &carol]).await;
+    let created = next_event(&mut alice_socket).await;
+    assert_eq!(
+        (
+            created["type"].as_str(),
+            created["conversation_id"].as_str()
+        ),
+        (Some("participants.changed"), Some(group.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn browsers_authenticate_with_the_subprotocol_or_the_query_and_nobody_without_a_token() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let ws = app.address.replace("http", "ws");
+
+    let mut request = format!("{ws}/v1/stream").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {}", alice.token).parse().unwrap(),
+    );
+    let (_socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+
+    let (_socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/v1/stream?access_token={}", alice.token))
+            .await
+            .unwrap();
+
+    for url in [
+        format!("{ws}/v1/stream"),
+        format!("{ws}/v1/stream?access_token=forged"),
+    ] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401)
+            }
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_catches_up_with_after_seq() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let mut socket = connect(&app.address, &bob.token).await;
+    app.send(&alice, &id, "seen live").await;
+    let last_seen = next_event(&mut socket).await["message"]["seq"]
+        .as_i64()
+        .unwrap();
+    socket.close(None).await.unwrap();
+
+    for i in 0..3 {
+        app.send(&alice, &id, &format!("missed {i}")).await;
+    }
+    let mut socket = connect(&app.address_b, &bob.token).await;
+    let missed = expect_json(
+        app.get(
+            &format!("/v1/conversations/{id}/messages?after_seq={last_seen}"),
+            &bob.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let bodies: Vec<&str> = missed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, vec!["missed 0", "missed 1", "missed 2"]);
+    app.send(&alice, &id, "live again").await;
+    assert_eq!(
+        next_event(&mut socket).await["message"]["body"],
+        "live again"
+    );
+}
+
+#[tokio::test]
+async fn the_server_pings_and_closes_sockets_that_stop_answering() {
+    let app = spawn_app_with(
+        &[],
+        &[("WS_HEARTBEAT_SECS", "1"), ("WS_CLIENT_TIMEOUT_SECS", "2")],
+    )
+    .await;
+    let alice = app.register("alice").await;
+    let mut socket = connect(&app.address, &alice.token).await;
+    // Not reading means not answering pings (the client answers them as it reads).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut saw_ping = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), socket.next())
+            .await
+            .expect("the server acts")
+        {
+            Some(Ok(Message::Ping(_))) => saw_ping = true,
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(
+                    frame.map(|f| f.reason.to_string()).as_deref(),
+                    Some("no answer to pings")
+                );
+                break;
+            }
+            Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+            // Answering a buffered ping can meet the already closed connection first.
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(saw_ping, "the server sent heartbeats");
+    let after = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
+    assert!(
+        matches!(after, Ok(None | Some(Err(_)))),
+        "the connection is gone: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_ends_when_its_token_expires() {
+    let app = spawn_app_with(&[("ACCESS_TOKEN_TTL_SECS", "2")], &[]).await;
+    let alice = app.register("alice").await;
+    let mut socket = connect(&app.address, &alice.token).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed within the token's life")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(
+        close.map(|f| f.reason.to_string()).as_deref(),
+        Some("token expired")
+    );
+}
