@@ -89,9 +89,32 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
     TelemetryGuard { _private: () }
 }
 
-/// The request id of a request, stored in its extensions by [`trace_request`].
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+/// The header that carries W3C trace context between services.
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+
+/// What a call to another service carries from the request that caused it: the request id and
+/// the W3C `traceparent`, so logs and traces join up across services. [`trace_request`] stores
+/// it in each request's extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The request id (`X-Request-Id`).
+    pub request_id: Option<String>,
+    /// The incoming W3C trace context, passed on unchanged.
+    pub traceparent: Option<String>,
+}
+
+/// A `traceparent` of the W3C form `00-<32 hex>-<16 hex>-<2 hex>`; anything else is dropped.
+fn acceptable_traceparent(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let ok = parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2);
+    ok.then(|| s.to_owned())
+}
 
 fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
@@ -120,7 +143,14 @@ pub async fn trace_request(
         request_id = %request_id,
         user_id = Empty,
     );
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let traceparent = req
+        .headers()
+        .get(&TRACEPARENT_HEADER)
+        .and_then(acceptable_traceparent);
+    req.extensions_mut().insert(CallContext {
+        request_id: Some(request_id.clone()),
+        traceparent,
+    });
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -152,7 +182,42 @@ pub async fn trace_request(
     }
 }
 
-/// The request id [`trace_request`] gave this request, to forward on calls to other services.
-pub fn request_id_of(req: &actix_web::HttpRequest) -> Option<String> {
-    req.extensions().get::<RequestId>().map(|id| id.0.clone())
+/// What calls made for this request should carry (see [`CallContext`]).
+pub fn call_context_of(req: &actix_web::HttpRequest) -> CallContext {
+    req.extensions()
+        .get::<CallContext>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_are_passed_on() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            acceptable_traceparent(&HeaderValue::from_static(good)).as_deref(),
+            Some(good)
+        );
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(
+                acceptable_traceparent(&HeaderValue::from_static(bad)),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_are_bounded_and_plain() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")).is_some());
+        assert!(acceptable_request_id(&HeaderValue::from_static("a b")).is_none());
+        assert!(acceptable_request_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()).is_none());
+    }
 }

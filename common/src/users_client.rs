@@ -2,11 +2,12 @@
 //! users: followee ids (with a conditional request, so a cached list costs a 304) and author
 //! profiles in batches.
 //!
-//! One `reqwest::Client` built once, with connect and request timeouts; the request id is
-//! forwarded; reads are retried once on a connection failure and never otherwise, so a slow
+//! One `reqwest::Client` built once, with connect and request timeouts; the request id
+//! and trace context are forwarded; reads are retried once on a connection failure and never otherwise, so a slow
 //! users service is not hammered. Answers are untrusted: strict types and a size cap.
 
 use crate::config::{ConfigError, Env};
+use crate::telemetry::{CallContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use serde::de::DeserializeOwned;
@@ -206,7 +207,7 @@ impl UsersClient {
         &self,
         user: Uuid,
         others: &[Uuid],
-        request_id: Option<&str>,
+        ctx: &CallContext,
     ) -> Result<Contactability, UsersClientError> {
         let token = self.service_token().await?;
         let mut request = self
@@ -219,9 +220,7 @@ impl UsersClient {
             .json(&ContactabilityRequest {
                 user_ids: others.to_vec(),
             });
-        if let Some(id) = request_id {
-            request = request.header(crate::telemetry::REQUEST_ID_HEADER.as_str(), id);
-        }
+        request = with_context(request, ctx);
         let response = request
             .send()
             .await
@@ -243,10 +242,10 @@ impl UsersClient {
         &self,
         user: Uuid,
         cached_etag: Option<&str>,
-        request_id: Option<&str>,
+        ctx: &CallContext,
     ) -> Result<Followees, UsersClientError> {
         let url = format!("{}/v1/users/{user}/following/ids", self.base_url);
-        let response = self.get(&url, request_id, cached_etag).await?;
+        let response = self.get(&url, ctx, cached_etag).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(Followees::Unchanged),
             StatusCode::NOT_FOUND => Err(UsersClientError::NotFound),
@@ -272,7 +271,7 @@ impl UsersClient {
     pub async fn profiles(
         &self,
         ids: &[Uuid],
-        request_id: Option<&str>,
+        ctx: &CallContext,
     ) -> Result<Vec<UserSummary>, UsersClientError> {
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
@@ -282,7 +281,7 @@ impl UsersClient {
                 .collect::<Vec<_>>()
                 .join(",");
             let url = format!("{}/v1/users?ids={list}", self.base_url);
-            let response = self.get(&url, request_id, None).await?;
+            let response = self.get(&url, ctx, None).await?;
             match response.status() {
                 StatusCode::OK => found.extend(read_json::<ProfilesAnswer>(response).await?.items),
                 other => return Err(unexpected(other)),
@@ -296,14 +295,11 @@ impl UsersClient {
     async fn get(
         &self,
         url: &str,
-        request_id: Option<&str>,
+        ctx: &CallContext,
         etag: Option<&str>,
     ) -> Result<reqwest::Response, UsersClientError> {
         let attempt = || {
-            let mut request = self.http.get(url);
-            if let Some(id) = request_id {
-                request = request.header(crate::telemetry::REQUEST_ID_HEADER.as_str(), id);
-            }
+            let mut request = with_context(self.http.get(url), ctx);
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }
@@ -322,6 +318,20 @@ impl UsersClient {
         }
         Ok(response)
     }
+}
+
+/// Forwards the request id and trace context of the request being served.
+fn with_context(
+    mut request: reqwest::RequestBuilder,
+    ctx: &CallContext,
+) -> reqwest::RequestBuilder {
+    if let Some(id) = &ctx.request_id {
+        request = request.header(REQUEST_ID_HEADER.as_str(), id);
+    }
+    if let Some(traceparent) = &ctx.traceparent {
+        request = request.header(TRACEPARENT_HEADER.as_str(), traceparent);
+    }
+    request
 }
 
 fn unexpected(status: StatusCode) -> UsersClientError {

@@ -12,6 +12,7 @@
 
 use crate::error::PostsError;
 use common::redis::{deadpool_redis::redis, with_timeout};
+use common::telemetry::CallContext;
 use common::users_client::{Followees, UserSummary, UsersClient, UsersClientError};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -130,7 +131,7 @@ impl Directory {
     pub async fn followees(
         &self,
         user: Uuid,
-        request_id: Option<&str>,
+        ctx: &CallContext,
     ) -> Result<FolloweeSet, PostsError> {
         let key = self.followees_key(user);
         let cached = self
@@ -139,7 +140,7 @@ impl Directory {
             .as_deref()
             .and_then(decode_followees);
         let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
-        match self.client.followee_ids(user, etag, request_id).await {
+        match self.client.followee_ids(user, etag, ctx).await {
             Ok(Followees::Unchanged) => match cached {
                 Some((_, ids)) => Ok(FolloweeSet { ids, stale: false }),
                 None => Err(PostsError::Unexpected(anyhow::anyhow!(
@@ -175,7 +176,7 @@ impl Directory {
     pub async fn authors(
         &self,
         ids: &[Uuid],
-        request_id: Option<&str>,
+        ctx: &CallContext,
     ) -> Result<HashMap<Uuid, UserSummary>, PostsError> {
         let mut unique = ids.to_vec();
         unique.sort_unstable();
@@ -207,7 +208,7 @@ impl Directory {
             }
         }
         if !missing.is_empty() {
-            let fetched = self.client.profiles(&missing, request_id).await?;
+            let fetched = self.client.profiles(&missing, ctx).await?;
             let pairs = fetched
                 .iter()
                 .filter_map(|s| {

@@ -6,6 +6,7 @@ use crate::startup::AppState;
 use crate::store::likes;
 use crate::store::posts::PostRow;
 use chrono::{DateTime, Utc};
+use common::telemetry::CallContext;
 use common::users_client::UserSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -50,10 +51,10 @@ pub async fn render(
     state: &AppState,
     rows: Vec<PostRow>,
     viewer: Option<Uuid>,
-    request_id: Option<&str>,
+    ctx: &CallContext,
 ) -> Result<Vec<PostView>, PostsError> {
     let author_ids: Vec<Uuid> = rows.iter().map(|r| r.author_id).collect();
-    let authors = state.directory.authors(&author_ids, request_id).await?;
+    let authors = state.directory.authors(&author_ids, ctx).await?;
     let liked: HashSet<Uuid> = match viewer {
         Some(viewer) if !rows.is_empty() => {
             let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
 use common::pagination::{Page, PageQuery};
 use common::problem::{FieldError, Problem};
-use common::telemetry::request_id_of;
+use common::telemetry::call_context_of;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -110,7 +110,7 @@ pub async fn check_contactable(
 ) -> Result<(), MessagingError> {
     let answer = state
         .users
-        .contactability(user, others, request_id_of(req).as_deref())
+        .contactability(user, others, &call_context_of(req))
         .await?;
     if answer.suspended {
         return Err(MessagingError::Suspended);

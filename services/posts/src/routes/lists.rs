@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::auth::{AuthUser, MaybeAuthUser};
 use common::pagination::{Page, PageQuery, PageRequest};
 use common::problem::{FieldError, Problem};
-use common::telemetry::request_id_of;
+use common::telemetry::call_context_of;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -89,7 +89,7 @@ async fn page_of(
         });
     let mut rows = rows;
     rows.truncate(limit);
-    let items = views::render(state, rows, viewer, request_id_of(req).as_deref()).await?;
+    let items = views::render(state, rows, viewer, &call_context_of(req)).await?;
     Ok(Page { items, next_cursor })
 }
 
@@ -148,7 +148,7 @@ pub async fn timeline(
     let request = query.page()?;
     let known = state
         .directory
-        .authors(&[*id], request_id_of(&req).as_deref())
+        .authors(&[*id], &call_context_of(&req))
         .await?;
     if !known.contains_key(&id) {
         return Err(PostsError::NotFound);
@@ -196,7 +196,7 @@ pub async fn feed(
     }
     let followees = state
         .directory
-        .followees(user.id, request_id_of(&req).as_deref())
+        .followees(user.id, &call_context_of(&req))
         .await?;
     let mut authors = followees.ids;
     authors.push(user.id);

@@ -8,7 +8,7 @@ use crate::views::{self, PostView};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use common::auth::{AuthUser, MaybeAuthUser};
 use common::problem::Problem;
-use common::telemetry::request_id_of;
+use common::telemetry::call_context_of;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -75,10 +75,10 @@ pub async fn create(
         Sha256::digest(json!({"text": text.as_str(), "reply_to": body.reply_to}).to_string())
             .to_vec();
     // The author's summary is fetched before the transaction: no lock is held over a call.
-    let request_id = request_id_of(&req);
+    let ctx = call_context_of(&req);
     let author = state
         .directory
-        .authors(&[user.id], request_id.as_deref())
+        .authors(&[user.id], &ctx)
         .await?
         .remove(&user.id)
         .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
@@ -131,7 +131,7 @@ pub async fn show(
         .await?
         .ok_or(PostsError::NotFound)?;
     let viewer = viewer.0.map(|u| u.id);
-    let view = views::render(&state, vec![row], viewer, request_id_of(&req).as_deref()).await?;
+    let view = views::render(&state, vec![row], viewer, &call_context_of(&req)).await?;
     let view = view.into_iter().next().ok_or(PostsError::NotFound)?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -162,13 +162,7 @@ pub async fn edit(
     let row = posts::edit(&state.db, *id, user.id, text.as_str())
         .await?
         .ok_or(PostsError::NotFound)?;
-    let view = views::render(
-        &state,
-        vec![row],
-        Some(user.id),
-        request_id_of(&req).as_deref(),
-    )
-    .await?;
+    let view = views::render(&state, vec![row], Some(user.id), &call_context_of(&req)).await?;
     Ok(HttpResponse::Ok().json(view.into_iter().next().ok_or(PostsError::NotFound)?))
 }
 
