@@ -263,3 +263,89 @@ async fn a_socket_ends_when_its_token_expires() {
         Some("token expired")
     );
 }
+
+/// Opens `/v1/stream` over a TCP socket with a tiny receive buffer: a client that reads slowly.
+async fn connect_slow(address: &str, token: &str) -> WebSocketStream<tokio::net::TcpStream> {
+    let addr: std::net::SocketAddr = address.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}/v1/stream")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_without_holding_up_senders_or_other_sockets() {
+    let app = spawn_app_with(&[], &[("WS_SEND_QUEUE", "4")]).await;
+    let (alice, bob, carol) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    let id = app.conversation(&alice, &[&bob, &carol]).await;
+    let mut slow = connect_slow(&app.address, &bob.token).await;
+    let mut fast = connect(&app.address, &carol.token).await;
+    const SENT: usize = 400;
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < SENT {
+            if next_event(&mut fast).await["type"] == "message.created" {
+                received += 1;
+            }
+        }
+        received
+    });
+    // ~16 KB per event, 6.4 MB in all: more than the slow socket's queue and TCP buffers hold
+    // (the kernel grows a send buffer to 4 MB at most).
+    let body = "𝄞".repeat(4000);
+    for _ in 0..SENT {
+        app.send(&alice, &id, &body).await;
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        SENT,
+        "the reading socket got every event"
+    );
+
+    let mut delivered = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .expect("the slow socket ends")
+        {
+            Some(Ok(Message::Text(_))) => delivered += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert!(
+        delivered < SENT,
+        "the slow socket was cut off ({delivered} of {SENT} delivered)"
+    );
+    if let Some(code) = close {
+        assert_eq!(code, 1013, "closed as 'try again later'");
+    }
+    // It catches up over REST like any reconnecting client.
+    let missed = expect_json(
+        app.get(
+            &format!("/v1/conversations/{id}/messages?after_seq={delivered}&limit=100"),
+            &bob.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        missed["items"][0]["seq"].as_i64(),
+        Some(delivered as i64 + 1)
+    );
+}
