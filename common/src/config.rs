@@ -139,8 +139,12 @@ pub struct HttpSettings {
     pub port: u16,
     /// Worker threads (`HTTP_WORKERS`, default: one per core).
     pub workers: usize,
-    /// How long in-flight requests may run after SIGTERM (`SHUTDOWN_TIMEOUT_SECS`, default 30).
+    /// How long in-flight requests may run once the server stops (`SHUTDOWN_TIMEOUT_SECS`,
+    /// default 30).
     pub shutdown_timeout: Duration,
+    /// How long readiness is 503 before the server stops accepting, so load balancers notice
+    /// (`SHUTDOWN_DELAY_SECS`, default 5).
+    pub shutdown_delay: Duration,
     /// Largest JSON body accepted (`MAX_JSON_BODY_BYTES`, default 64 KiB).
     pub max_json_body: usize,
     /// Origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated).
@@ -158,6 +162,7 @@ impl HttpSettings {
             port: env.parse("PORT", default_port)?,
             workers: env.parse("HTTP_WORKERS", workers)?,
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT_SECS", 30)?,
+            shutdown_delay: env.seconds("SHUTDOWN_DELAY_SECS", 5)?,
             max_json_body: env.parse("MAX_JSON_BODY_BYTES", 64 * 1024)?,
             cors_allowed_origins: env.list(
                 "CORS_ALLOWED_ORIGINS",

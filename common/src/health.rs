@@ -1,8 +1,9 @@
 //! Liveness and readiness.
 //!
 //! `GET /health/live` answers while the process runs. `GET /health/ready` answers 200 only when
-//! PostgreSQL and Redis both answer within a short deadline, and 503 problem+json otherwise, so
-//! that a load balancer stops sending traffic to a replica that cannot serve it.
+//! PostgreSQL and Redis both answer within a short deadline and the replica is not shutting
+//! down, and 503 problem+json otherwise, so that a load balancer stops sending traffic to a
+//! replica that cannot serve it.
 
 use crate::problem::Problem;
 use actix_web::{HttpResponse, web};
@@ -19,6 +20,8 @@ pub struct Readiness {
     pub redis: deadpool_redis::Pool,
     /// Deadline of each check.
     pub timeout: Duration,
+    /// Set once shutdown begins: the replica is then never ready again.
+    pub drain: crate::service::Drain,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -37,6 +40,11 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, Problem> {
+    if readiness.drain.is_draining() {
+        return Err(Problem::unavailable(
+            "draining: this replica is shutting down",
+        ));
+    }
     let (db_ok, redis_ok) = tokio::join!(
         crate::db::ping(&readiness.db, readiness.timeout),
         crate::redis::ping(&readiness.redis, readiness.timeout)

@@ -7,9 +7,12 @@ use crate::db::DatabaseSettings;
 use crate::health::Readiness;
 use crate::redis::RedisSettings;
 use crate::telemetry::TelemetrySettings;
+use actix_web::dev::ServerHandle;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The settings every service reads, under the same variable names.
@@ -60,6 +63,8 @@ pub struct Infrastructure {
     pub redis: deadpool_redis::Pool,
     /// What `/health/ready` checks.
     pub readiness: Readiness,
+    /// Shutdown in two steps: not ready, then stop.
+    pub drain: Drain,
 }
 
 impl Infrastructure {
@@ -73,15 +78,18 @@ impl Infrastructure {
             crate::db::migrate(&db, migrator).await?;
         }
         let redis = settings.redis.pool()?;
+        let drain = Drain::new(settings.http.shutdown_delay);
         let readiness = Readiness {
             db: db.clone(),
             redis: redis.clone(),
             timeout: Duration::from_secs(1),
+            drain: drain.clone(),
         };
         Ok(Self {
             db,
             redis,
             readiness,
+            drain,
         })
     }
 }
@@ -91,4 +99,60 @@ pub fn bind(http: &HttpSettings) -> std::io::Result<(TcpListener, u16)> {
     let listener = TcpListener::bind((http.host.as_str(), http.port))?;
     let port = listener.local_addr()?.port();
     Ok((listener, port))
+}
+
+/// Graceful shutdown in two steps. On SIGTERM (or SIGINT) readiness turns 503 at once, so load
+/// balancers stop sending new requests; after `SHUTDOWN_DELAY_SECS` the server stops accepting
+/// and finishes in-flight requests within `SHUTDOWN_TIMEOUT_SECS`.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    draining: Arc<AtomicBool>,
+    delay: Duration,
+}
+
+impl Drain {
+    /// A drain that waits `delay` between turning unready and stopping.
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            draining: Arc::new(AtomicBool::new(false)),
+            delay,
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Turns unready, waits the delay, then stops `server` gracefully.
+    pub async fn run(&self, server: ServerHandle) {
+        self.draining.store(true, Ordering::SeqCst);
+        tracing::info!(delay = ?self.delay, "draining: readiness is now 503");
+        tokio::time::sleep(self.delay).await;
+        server.stop(true).await;
+    }
+
+    /// Starts the drain on the first SIGTERM or SIGINT. (actix's own signal handling is
+    /// disabled, since it would stop accepting before load balancers noticed.)
+    pub fn on_signals(&self, server: ServerHandle) {
+        let drain = self.clone();
+        tokio::spawn(async move {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = terminate => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+            drain.run(server).await;
+        });
+    }
 }

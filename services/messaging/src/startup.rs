@@ -57,6 +57,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct Application {
     port: u16,
     server: Server,
+    drain: common::service::Drain,
 }
 
 impl Application {
@@ -106,10 +107,15 @@ impl Application {
         })
         .workers(base.http.workers)
         .shutdown_timeout(base.http.shutdown_timeout.as_secs())
+        .disable_signals()
         .listen(listener)?
         .run();
         tracing::info!(port, "messaging service listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            drain: infra.drain,
+        })
     }
 
     /// The port it listens on (useful when it was 0).
@@ -122,8 +128,14 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains in-flight requests.
+    /// The two-step shutdown of this instance (tests start it without a signal).
+    pub fn drain(&self) -> common::service::Drain {
+        self.drain.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT, then turns unready, waits, and drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.drain.on_signals(self.server.handle());
         self.server.await
     }
 }

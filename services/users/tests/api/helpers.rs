@@ -15,6 +15,9 @@ pub struct TestApp {
     pub db: TestDatabase,
     /// A superuser pool on the test database, for setup and assertions behind the API.
     pub admin_pool: PgPool,
+    /// Starts this instance's two-step shutdown.
+    pub drain: common::service::Drain,
+    pub server: actix_web::dev::ServerHandle,
 }
 
 pub struct TestUser {
@@ -34,6 +37,7 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
         ("MAX_JSON_BODY_BYTES", "16384".to_owned()),
+        ("SHUTDOWN_DELAY_SECS", "1".to_owned()),
     ]);
     Settings::from_env(&env).expect("test settings are valid")
 }
@@ -50,6 +54,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the users service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let (drain, server) = (app.drain(), app.handle());
     tokio::spawn(app.run_until_stopped());
     let admin_pool = PgPoolOptions::new()
         .max_connections(2)
@@ -61,6 +66,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         db,
         admin_pool,
+        drain,
+        server,
     }
 }
 

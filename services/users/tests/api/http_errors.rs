@@ -123,3 +123,38 @@ async fn cors_allows_configured_origins_only() {
     let denied = preflight("https://evil.example").await.unwrap();
     assert!(!denied.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn on_shutdown_readiness_turns_503_first_then_the_server_stops() {
+    let app = spawn_app().await;
+    let user = app.register("still_served").await;
+    tokio::spawn({
+        let (drain, server) = (app.drain.clone(), app.server.clone());
+        async move { drain.run(server).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let ready = app.get("/health/ready", None).await;
+    let problem = expect_problem(
+        ready,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("draining"));
+    // While load balancers notice, requests are still served.
+    expect_json(app.get("/health/live", None).await, StatusCode::OK).await;
+    expect_json(
+        app.get(&format!("/v1/users/{}", user.id), None).await,
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "stopped accepting after the delay"
+    );
+}
