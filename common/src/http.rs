@@ -1,5 +1,5 @@
 //! The HTTP shell shared by the services: CORS, the request span, problem+json for extractor
-//! failures and unknown routes, and the health endpoints.
+//! failures and unknown routes, the health endpoints and `/metrics`.
 
 use crate::config::HttpSettings;
 use crate::health::Readiness;
@@ -35,6 +35,7 @@ pub fn cors(allowed_origins: &[String]) -> Cors {
 pub fn base_app(
     settings: HttpSettings,
     readiness: Readiness,
+    metrics: web::Data<crate::metrics::Metrics>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -51,6 +52,8 @@ pub fn base_app(
         .app_data(problem::path_config())
         .app_data(problem::query_config())
         .app_data(web::Data::new(readiness))
+        .app_data(metrics)
         .configure(crate::health::configure)
+        .configure(crate::metrics::configure)
         .default_service(web::to(problem::not_found_handler))
 }

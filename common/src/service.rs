@@ -65,6 +65,8 @@ pub struct Infrastructure {
     pub readiness: Readiness,
     /// Shutdown in two steps: not ready, then stop.
     pub drain: Drain,
+    /// This instance's metrics.
+    pub metrics: actix_web::web::Data<crate::metrics::Metrics>,
 }
 
 impl Infrastructure {
@@ -90,6 +92,7 @@ impl Infrastructure {
             redis,
             readiness,
             drain,
+            metrics: actix_web::web::Data::new(crate::metrics::Metrics::new()?),
         })
     }
 }

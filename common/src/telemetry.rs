@@ -151,9 +151,20 @@ pub async fn trace_request(
         request_id: Some(request_id.clone()),
         traceparent,
     });
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::metrics::Metrics>>()
+        .cloned();
+    let method = req.method().to_string();
+    if let Some(m) = &metrics {
+        m.http_in_flight.inc();
+    }
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    if let Some(m) = &metrics {
+        m.http_in_flight.dec();
+    }
     match result {
         Ok(mut response) => {
             let route = response
@@ -161,6 +172,9 @@ pub async fn trace_request(
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_owned());
             let status = response.status().as_u16();
+            if let Some(m) = &metrics {
+                m.observe_request(&method, &route, status, elapsed);
+            }
             span.record("http.route", route.as_str());
             span.record("http.status_code", status);
             if let Ok(value) = HeaderValue::from_str(&request_id) {

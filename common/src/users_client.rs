@@ -137,6 +137,7 @@ pub struct UsersClient {
     credentials: Option<ServiceCredentials>,
     /// The current service token and when to stop using it.
     service_token: std::sync::Arc<tokio::sync::Mutex<Option<(String, std::time::Instant)>>>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl UsersClient {
@@ -152,7 +153,30 @@ impl UsersClient {
             base_url: settings.base_url.clone(),
             credentials: None,
             service_token: Default::default(),
+            metrics: None,
         })
+    }
+
+    /// The same client, recording call latency and errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record<T>(
+        &self,
+        operation: &str,
+        started: std::time::Instant,
+        result: &Result<T, UsersClientError>,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            let kind = match result {
+                Ok(_) | Err(UsersClientError::NotFound) => None,
+                Err(UsersClientError::Unavailable(_)) => Some("unavailable"),
+                Err(UsersClientError::Invalid(_)) => Some("invalid"),
+            };
+            metrics.observe_upstream("users", operation, started.elapsed(), kind);
+        }
     }
 
     /// The same client, able to call internal endpoints with these credentials.
@@ -209,6 +233,18 @@ impl UsersClient {
         others: &[Uuid],
         ctx: &CallContext,
     ) -> Result<Contactability, UsersClientError> {
+        let started = std::time::Instant::now();
+        let result = self.contactability_once(user, others, ctx).await;
+        self.record("contactability", started, &result);
+        result
+    }
+
+    async fn contactability_once(
+        &self,
+        user: Uuid,
+        others: &[Uuid],
+        ctx: &CallContext,
+    ) -> Result<Contactability, UsersClientError> {
         let token = self.service_token().await?;
         let mut request = self
             .http
@@ -244,6 +280,18 @@ impl UsersClient {
         cached_etag: Option<&str>,
         ctx: &CallContext,
     ) -> Result<Followees, UsersClientError> {
+        let started = std::time::Instant::now();
+        let result = self.followee_ids_once(user, cached_etag, ctx).await;
+        self.record("followee_ids", started, &result);
+        result
+    }
+
+    async fn followee_ids_once(
+        &self,
+        user: Uuid,
+        cached_etag: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Followees, UsersClientError> {
         let url = format!("{}/v1/users/{user}/following/ids", self.base_url);
         let response = self.get(&url, ctx, cached_etag).await?;
         match response.status() {
@@ -269,6 +317,17 @@ impl UsersClient {
     /// Summaries of the users among `ids` who exist; unknown ids are absent.
     #[tracing::instrument(skip_all, fields(count = ids.len()), err)]
     pub async fn profiles(
+        &self,
+        ids: &[Uuid],
+        ctx: &CallContext,
+    ) -> Result<Vec<UserSummary>, UsersClientError> {
+        let started = std::time::Instant::now();
+        let result = self.profiles_once(ids, ctx).await;
+        self.record("profiles", started, &result);
+        result
+    }
+
+    async fn profiles_once(
         &self,
         ids: &[Uuid],
         ctx: &CallContext,

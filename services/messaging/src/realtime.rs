@@ -7,6 +7,7 @@
 //! catches up over REST (`after_seq`). Delivery is at most once; the database is the record.
 //! See docs/adr/0011-real-time-delivery.md.
 
+use common::metrics::Metrics;
 use common::redis::deadpool_redis::redis;
 use common::redis::with_timeout;
 use futures_util::StreamExt;
@@ -42,6 +43,7 @@ pub struct Hub {
     channel: String,
     queue: usize,
     dropped_slow: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
@@ -51,6 +53,7 @@ impl Hub {
         prefix: &str,
         redis_timeout: Duration,
         queue: usize,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             sockets: Mutex::new(HashMap::new()),
@@ -60,6 +63,7 @@ impl Hub {
             channel: format!("{prefix}messaging:events"),
             queue,
             dropped_slow: AtomicU64::new(0),
+            metrics,
         })
     }
 
@@ -71,11 +75,13 @@ impl Hub {
             .entry(user)
             .or_default()
             .push(Subscriber { id, tx });
+        self.metrics.ws_connections.inc();
         (id, rx)
     }
 
     /// Forgets a socket.
     pub fn unregister(&self, user: Uuid, id: u64) {
+        self.metrics.ws_connections.dec();
         let mut sockets = self.lock();
         if let Some(list) = sockets.get_mut(&user) {
             list.retain(|s| s.id != id);
@@ -108,6 +114,7 @@ impl Hub {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.ws_dropped_slow.inc();
                     tracing::warn!(user_id = %user, socket = s.id, "slow consumer disconnected");
                     false
                 }
@@ -138,6 +145,10 @@ impl Hub {
             anyhow::Ok(())
         };
         if let Err(e) = with_timeout(self.redis_timeout, op).await {
+            self.metrics
+                .redis_errors
+                .with_label_values(&["publish"])
+                .inc();
             tracing::warn!(error = %e, "publishing to Redis failed; delivering on this replica only");
             let event: Arc<str> = Arc::from(envelope.event.to_string());
             self.deliver_locally(&envelope.recipients, &event);
@@ -201,7 +212,13 @@ mod tests {
         }
         .pool()
         .unwrap();
-        Hub::new(pool, "t:", Duration::from_millis(50), queue)
+        Hub::new(
+            pool,
+            "t:",
+            Duration::from_millis(50),
+            queue,
+            Arc::new(Metrics::new().unwrap()),
+        )
     }
 
     #[tokio::test]

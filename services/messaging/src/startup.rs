@@ -83,26 +83,30 @@ impl Application {
             &base.redis.key_prefix,
             base.redis.timeout,
             settings.stream.send_queue,
+            infra.metrics.clone().into_inner(),
         );
         hub.spawn_subscriber(base.redis.url.clone());
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             users: UsersClient::new(&settings.users)?
-                .with_credentials(settings.credentials.clone()),
+                .with_credentials(settings.credentials.clone())
+                .with_metrics(infra.metrics.clone().into_inner()),
             hub,
             stream: settings.stream.clone(),
         });
         let readiness = infra.readiness.clone();
+        let metrics = infra.metrics.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) = common::http::base_app(http.clone(), readiness.clone())
-                .into_utoipa_app()
-                .openapi(ApiDoc::openapi())
-                .app_data(verifier.clone())
-                .app_data(state.clone())
-                .configure(routes::configure)
-                .split_for_parts();
+            let (app, document) =
+                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
+                    .into_utoipa_app()
+                    .openapi(ApiDoc::openapi())
+                    .app_data(verifier.clone())
+                    .app_data(state.clone())
+                    .configure(routes::configure)
+                    .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

@@ -11,10 +11,12 @@
 //! Redis failures degrade to misses; they never fail a request on their own.
 
 use crate::error::PostsError;
+use common::metrics::Metrics;
 use common::redis::{deadpool_redis::redis, with_timeout};
 use common::telemetry::CallContext;
 use common::users_client::{Followees, UserSummary, UsersClient, UsersClientError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -34,6 +36,7 @@ pub struct Directory {
     redis_timeout: Duration,
     author_ttl: Duration,
     followees_ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// Cached followee list: the ETag, a newline, then 16 bytes per id.
@@ -70,6 +73,7 @@ impl Directory {
         redis_timeout: Duration,
         author_ttl: Duration,
         followees_ttl: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
@@ -78,6 +82,7 @@ impl Directory {
             redis_timeout,
             author_ttl,
             followees_ttl,
+            metrics,
         }
     }
 
@@ -98,6 +103,7 @@ impl Directory {
         match with_timeout(self.redis_timeout, op).await {
             Ok(value) => value,
             Err(e) => {
+                self.metrics.redis_errors.with_label_values(&["get"]).inc();
                 tracing::warn!(error = %e, "redis read failed; treating as a miss");
                 None
             }
@@ -123,6 +129,7 @@ impl Directory {
             anyhow::Ok(())
         };
         if let Err(e) = with_timeout(self.redis_timeout, op).await {
+            self.metrics.redis_errors.with_label_values(&["set"]).inc();
             tracing::warn!(error = %e, "redis write failed; the cache is only colder");
         }
     }
@@ -139,6 +146,7 @@ impl Directory {
             .await
             .as_deref()
             .and_then(decode_followees);
+        self.metrics.observe_cache("followees", cached.is_some());
         let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
         match self.client.followee_ids(user, etag, ctx).await {
             Ok(Followees::Unchanged) => match cached {
@@ -195,6 +203,7 @@ impl Directory {
         let cached = with_timeout(self.redis_timeout, op)
             .await
             .unwrap_or_else(|e| {
+                self.metrics.redis_errors.with_label_values(&["mget"]).inc();
                 tracing::warn!(error = %e, "redis read failed; fetching every author");
                 vec![None; keys.len()]
             });
@@ -207,6 +216,14 @@ impl Directory {
                 None => missing.push(*id),
             }
         }
+        self.metrics
+            .cache
+            .with_label_values(&["authors", "hit"])
+            .inc_by(found.len() as u64);
+        self.metrics
+            .cache
+            .with_label_values(&["authors", "miss"])
+            .inc_by(missing.len() as u64);
         if !missing.is_empty() {
             let fetched = self.client.profiles(&missing, ctx).await?;
             let pairs = fetched

@@ -74,12 +74,13 @@ impl Application {
         verifier.spawn_refresher();
         let verifier = web::Data::from(verifier);
         let directory = Directory::new(
-            UsersClient::new(&settings.users)?,
+            UsersClient::new(&settings.users)?.with_metrics(infra.metrics.clone().into_inner()),
             infra.redis.clone(),
             base.redis.key_prefix.clone(),
             base.redis.timeout,
             settings.author_cache_ttl,
             settings.followees_cache_ttl,
+            infra.metrics.clone().into_inner(),
         );
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
@@ -87,16 +88,18 @@ impl Application {
         });
         spawn_idempotency_purge(infra.db.clone());
         let readiness = infra.readiness.clone();
+        let metrics = infra.metrics.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) = common::http::base_app(http.clone(), readiness.clone())
-                .into_utoipa_app()
-                .openapi(ApiDoc::openapi())
-                .app_data(verifier.clone())
-                .app_data(state.clone())
-                .configure(routes::configure)
-                .split_for_parts();
+            let (app, document) =
+                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
+                    .into_utoipa_app()
+                    .openapi(ApiDoc::openapi())
+                    .app_data(verifier.clone())
+                    .app_data(state.clone())
+                    .configure(routes::configure)
+                    .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

@@ -85,16 +85,18 @@ impl Application {
         });
         let verifier = web::Data::new(verifier);
         let readiness = infra.readiness.clone();
+        let metrics = infra.metrics.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) = common::http::base_app(http.clone(), readiness.clone())
-                .into_utoipa_app()
-                .openapi(ApiDoc::openapi())
-                .app_data(state.clone())
-                .app_data(verifier.clone())
-                .configure(routes::configure)
-                .split_for_parts();
+            let (app, document) =
+                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
+                    .into_utoipa_app()
+                    .openapi(ApiDoc::openapi())
+                    .app_data(state.clone())
+                    .app_data(verifier.clone())
+                    .configure(routes::configure)
+                    .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

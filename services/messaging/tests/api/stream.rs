@@ -349,3 +349,28 @@ async fn a_slow_consumer_is_disconnected_without_holding_up_senders_or_other_soc
         Some(delivered as i64 + 1)
     );
 }
+
+#[tokio::test]
+async fn open_sockets_are_counted_in_the_metrics() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let gauge = || async {
+        let text = app
+            .request(reqwest::Method::GET, "/metrics", None, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        text.lines().find_map(|l| {
+            l.strip_prefix("websocket_connections ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    assert_eq!(gauge().await, Some(0.0));
+    let socket = connect(&app.address, &alice.token).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gauge().await, Some(1.0));
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gauge().await, Some(0.0));
+}

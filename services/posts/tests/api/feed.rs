@@ -308,3 +308,39 @@ async fn the_pruned_feed_query_returns_exactly_what_the_naive_query_returns() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
+    let app = spawn_app().await;
+    let reader = app.register("reader").await;
+    app.post(&reader, "hello").await;
+    for _ in 0..3 {
+        app.walk("/v1/feed", Some(&reader.token), 20).await;
+    }
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let value = |series: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    assert_eq!(
+        value(r#"cache_requests_total{cache="followees",result="miss"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(r#"cache_requests_total{cache="followees",result="hit"}"#),
+        Some(2.0)
+    );
+    assert!(
+        value(r#"cache_requests_total{cache="authors",result="hit"}"#)
+            .is_some_and(|hits| hits >= 3.0)
+    );
+    assert_eq!(
+        value(
+            r#"upstream_request_duration_seconds_count{operation="followee_ids",target="users"}"#
+        ),
+        Some(3.0)
+    );
+}

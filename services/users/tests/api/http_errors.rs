@@ -158,3 +158,57 @@ async fn on_shutdown_readiness_turns_503_first_then_the_server_stops() {
         "stopped accepting after the delay"
     );
 }
+
+/// The value of one sample in a Prometheus text exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
+    let app = spawn_app().await;
+    let user = app.register("counted").await;
+    for _ in 0..3 {
+        app.get(&format!("/v1/users/{}", user.id), None).await;
+    }
+    for path in ["/nope/1", "/nope/2", "/wp-admin"] {
+        app.get(path, None).await;
+    }
+    let response = app.get("/metrics", None).await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{method="GET",route="/v1/users/{id}",status="200"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
+        Some(3.0)
+    );
+    assert!(!text.contains("wp-admin"), "raw paths never become labels");
+    assert!(
+        sample(
+            &text,
+            r#"http_request_duration_seconds_count{method="POST",route="/v1/auth/register"}"#
+        )
+        .is_some()
+    );
+    assert!(sample(&text, "http_requests_in_flight").is_some());
+    assert!(sample(&text, r#"db_pool_connections{state="max"}"#).is_some_and(|max| max > 0.0));
+    assert!(sample(&text, r#"redis_pool_connections{state="total"}"#).is_some());
+}
