@@ -1,9 +1,12 @@
-//! Logging and request spans.
+//! Logging, traces and request spans.
 //!
 //! [`init`] installs a `tracing` subscriber filtered by `RUST_LOG`, printing JSON lines when
-//! `LOG_FORMAT=json` and human-readable lines otherwise. [`trace_request`] gives every request a
-//! span carrying its method, route pattern, status and request id (the incoming `X-Request-Id`
-//! when it is sane, else a new UUID), which it echoes in the response.
+//! `LOG_FORMAT=json` and human-readable lines otherwise, and an OpenTelemetry layer: every
+//! `tracing` span is an OpenTelemetry span, exported over OTLP/HTTP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set and dropped otherwise (trace context still propagates).
+//! [`trace_request`] gives every request a span that continues the caller's W3C trace and
+//! carries method, route pattern, status, request id (the incoming `X-Request-Id` when sane,
+//! else a new UUID, echoed in the response), trace and span ids, and the user id once known.
 
 use crate::config::{ConfigError, Env};
 use actix_web::body::MessageBody;
@@ -11,9 +14,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use std::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -37,6 +44,10 @@ pub struct TelemetrySettings {
     pub format: LogFormat,
     /// `RUST_LOG` (default `info`).
     pub filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go over OTLP/HTTP; unset, none are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME` (default: the service's own name).
+    pub service_name: Option<String>,
 }
 
 impl TelemetrySettings {
@@ -55,21 +66,86 @@ impl TelemetrySettings {
         Ok(Self {
             format,
             filter: env.string("RUST_LOG", "info"),
+            otlp_endpoint: env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            service_name: env.optional("OTEL_SERVICE_NAME"),
         })
     }
 }
 
-/// Keeps telemetry running; dropping it flushes what is buffered.
+/// Keeps telemetry running; dropping it flushes the traces still buffered.
 #[derive(Debug)]
 #[must_use = "telemetry stops when the guard is dropped"]
 pub struct TelemetryGuard {
-    _private: (),
+    provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber for `service`. A second call (as in tests) is a no-op.
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service`, exporting traces over OTLP/HTTP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A second call (as in tests) is a no-op.
 pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGuard {
+    let exporter = match &settings.otlp_endpoint {
+        None => None,
+        // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard variables).
+        Some(_) => match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => Some(exporter),
+            Err(e) => {
+                eprintln!("OTLP exporter not started: {e}");
+                None
+            }
+        },
+    };
+    let name = settings
+        .service_name
+        .clone()
+        .unwrap_or_else(|| service.to_owned());
+    let builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(name)
+            .build(),
+    );
+    let provider = match exporter {
+        Some(exporter) => builder.with_batch_exporter(exporter).build(),
+        None => builder.build(),
+    };
+    install(service, settings, provider)
+}
+
+/// Installs the subscriber with spans going to `exporter` as soon as they end: for tests that
+/// look at the spans a request produced.
+pub fn init_with_exporter(
+    settings: &TelemetrySettings,
+    exporter: impl SpanExporter + 'static,
+) -> TelemetryGuard {
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    install("test", settings, provider)
+}
+
+fn install(
+    service: &'static str,
+    settings: &TelemetrySettings,
+    provider: SdkTracerProvider,
+) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let tracer = provider.tracer(service);
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match settings.format {
         LogFormat::Json => registry
             .with(
@@ -84,9 +160,50 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
             .try_init(),
     };
     if result.is_ok() {
-        tracing::info!(service, "telemetry initialised");
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        tracing::info!(
+            service,
+            otlp = settings.otlp_endpoint.is_some(),
+            "telemetry initialised"
+        );
+        TelemetryGuard {
+            provider: Some(provider),
+        }
+    } else {
+        TelemetryGuard { provider: None }
     }
-    TelemetryGuard { _private: () }
+}
+
+/// Reads W3C trace context from actix's request headers.
+struct RequestHeaders<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl Extractor for RequestHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Collects the headers that carry the current trace context.
+#[derive(Default)]
+struct Carrier(Vec<(String, String)>);
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+/// The headers that continue the current span's trace in another service (W3C
+/// `traceparent`), or none when there is no sampled trace.
+pub fn trace_headers() -> Vec<(String, String)> {
+    let context = tracing::Span::current().context();
+    let mut carrier = Carrier::default();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.0
 }
 
 /// The header that carries W3C trace context between services.
@@ -142,7 +259,20 @@ pub async fn trace_request(
         http.status_code = Empty,
         request_id = %request_id,
         user_id = Empty,
+        trace_id = Empty,
+        span_id = Empty,
     );
+    // Continue the caller's trace, if it sent one.
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&RequestHeaders(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    let otel_context = span.context();
+    let span_context = otel_context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+        span.record("span_id", tracing::field::display(span_context.span_id()));
+    }
     let traceparent = req
         .headers()
         .get(&TRACEPARENT_HEADER)

@@ -387,8 +387,15 @@ fn with_context(
     if let Some(id) = &ctx.request_id {
         request = request.header(REQUEST_ID_HEADER.as_str(), id);
     }
-    if let Some(traceparent) = &ctx.traceparent {
+    // Continue the current trace; without one (no subscriber), pass the incoming one on.
+    let headers = crate::telemetry::trace_headers();
+    if headers.is_empty()
+        && let Some(traceparent) = &ctx.traceparent
+    {
         request = request.header(TRACEPARENT_HEADER.as_str(), traceparent);
+    }
+    for (name, value) in headers {
+        request = request.header(name, value);
     }
     request
 }

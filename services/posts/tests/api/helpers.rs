@@ -24,12 +24,34 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// Every span finished in this test process, for the tests that look at traces. The subscriber
+/// is global, so it is installed once, before any service starts.
+pub fn finished_spans() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
+    static SPANS: std::sync::OnceLock<opentelemetry_sdk::trace::InMemorySpanExporter> =
+        std::sync::OnceLock::new();
+    SPANS.get_or_init(|| {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let settings = common::telemetry::TelemetrySettings {
+            format: common::telemetry::LogFormat::Pretty,
+            filter: "warn,posts=info,users=info,common=info".to_owned(),
+            otlp_endpoint: None,
+            service_name: None,
+        };
+        std::mem::forget(common::telemetry::init_with_exporter(
+            &settings,
+            exporter.clone(),
+        ));
+        exporter
+    })
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
 /// Spawns the services with extra posts-service settings.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    finished_spans();
     let db = TestDatabase::new().await;
     let users_settings = users::Settings::from_env(&Env::from_pairs([
         ("PORT", "0".to_owned()),

@@ -14,3 +14,4 @@ mod lists;
 mod openapi;
 mod posts;
 mod session;
+mod tracing;
