@@ -14,4 +14,5 @@ mod http_errors;
 mod isolation;
 mod openapi;
 mod profiles;
+mod rollout;
 mod tokens;
