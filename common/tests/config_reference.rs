@@ -1,11 +1,16 @@
 //! docs/OPERATIONS.md documents every environment variable the code reads, and nothing else.
 
-#![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly on anything unexpected")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on anything unexpected"
+)]
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const READERS: [&str; 7] = ["string", "parse", "seconds", "millis", "optional", "secret", "list"];
+const READERS: [&str; 7] = [
+    "string", "parse", "seconds", "millis", "optional", "secret", "list",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -31,7 +36,10 @@ fn read_by_code(root: &Path) -> BTreeSet<String> {
         let compact: String = text.split_whitespace().collect::<Vec<_>>().join("");
         for reader in READERS {
             for piece in compact.split(&format!("env.{reader}(\"")).skip(1) {
-                let name: String = piece.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+                let name: String = piece
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
                 if !name.is_empty() {
                     names.insert(name);
                 }
@@ -39,7 +47,14 @@ fn read_by_code(root: &Path) -> BTreeSet<String> {
         }
     }
     // dbctl builds these names from the service list.
-    names.extend(["USERS_DB_PASSWORD", "POSTS_DB_PASSWORD", "MESSAGING_DB_PASSWORD"].map(String::from));
+    names.extend(
+        [
+            "USERS_DB_PASSWORD",
+            "POSTS_DB_PASSWORD",
+            "MESSAGING_DB_PASSWORD",
+        ]
+        .map(String::from),
+    );
     names
 }
 
@@ -65,6 +80,12 @@ fn every_variable_the_code_reads_is_documented_and_every_documented_one_is_read(
     assert!(code.len() > 40, "the scan found the readers: {code:?}");
     let undocumented: Vec<_> = code.difference(&docs).collect();
     let unread: Vec<_> = docs.difference(&code).collect();
-    assert!(undocumented.is_empty(), "read but not in docs/OPERATIONS.md: {undocumented:?}");
-    assert!(unread.is_empty(), "documented but read by nothing: {unread:?}");
+    assert!(
+        undocumented.is_empty(),
+        "read but not in docs/OPERATIONS.md: {undocumented:?}"
+    );
+    assert!(
+        unread.is_empty(),
+        "documented but read by nothing: {unread:?}"
+    );
 }
