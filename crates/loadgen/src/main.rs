@@ -1,0 +1,69 @@
+//! `loadgen`: the project's benchmark tool.
+//!
+//! - `loadgen seed [--small]` fills a bootstrapped, migrated database (default `bench`) with a
+//!   fixed-seed synthetic network, writing each schema through COPY as that service's own role.
+//! - `loadgen run --scenario NAME --rate R --seconds S` drives an open-loop load against the
+//!   running services and prints a JSON report (latency from the *intended* send time, in an
+//!   HdrHistogram, so coordinated omission is corrected).
+//!
+//! docs/PERFORMANCE.md explains the scenarios and how to reproduce the figures.
+
+mod driver;
+mod seed;
+mod tokens;
+mod zipf;
+
+use anyhow::Context;
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let database = flag(&args, "--database").unwrap_or_else(|| "bench".to_owned());
+    let work_dir = flag(&args, "--work-dir").unwrap_or_else(|| "bench/work".to_owned());
+    match args.first().map(String::as_str) {
+        Some("seed") => {
+            let size = if args.iter().any(|a| a == "--small") {
+                seed::Size::SMALL
+            } else {
+                seed::Size::FULL
+            };
+            let host = flag(&args, "--host").unwrap_or_else(|| "127.0.0.1:5432".to_owned());
+            seed::seed(&host, &database, size, 42, &work_dir).await
+        }
+        Some("run") => {
+            let scenario = flag(&args, "--scenario").context("--scenario is required")?;
+            let rate: f64 = flag(&args, "--rate")
+                .context("--rate is required")?
+                .parse()?;
+            let seconds: f64 = flag(&args, "--seconds")
+                .unwrap_or_else(|| "30".to_owned())
+                .parse()?;
+            let targets = driver::Targets {
+                posts: flag(&args, "--posts").unwrap_or_else(|| "http://127.0.0.1:8082".to_owned()),
+                messaging: flag(&args, "--messaging")
+                    .unwrap_or_else(|| "http://127.0.0.1:8083".to_owned()),
+            };
+            let keys_dir = flag(&args, "--keys-dir").unwrap_or_else(|| ".dev/keys".to_owned());
+            let report =
+                driver::run(&scenario, rate, seconds, &targets, &work_dir, &keys_dir).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.valid {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        _ => {
+            eprintln!(
+                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
