@@ -119,10 +119,11 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
         Some(exporter) => builder.with_batch_exporter(exporter).build(),
         None => builder.build(),
     };
-    install(service, settings, provider)
+    install(service, settings, provider, false)
 }
 
-/// Installs the subscriber with spans going to `exporter` as soon as they end: for tests that
+/// Installs the subscriber with spans going to `exporter` as soon as they end, and log lines
+/// going through the test harness's capture (shown only for failing tests): for tests that
 /// look at the spans a request produced.
 pub fn init_with_exporter(
     settings: &TelemetrySettings,
@@ -131,13 +132,14 @@ pub fn init_with_exporter(
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter)
         .build();
-    install("test", settings, provider)
+    install("test", settings, provider, true)
 }
 
 fn install(
     service: &'static str,
     settings: &TelemetrySettings,
     provider: SdkTracerProvider,
+    for_tests: bool,
 ) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -146,8 +148,15 @@ fn install(
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let result = match settings.format {
-        LogFormat::Json => registry
+    let result = match (settings.format, for_tests) {
+        (_, true) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_test_writer(),
+            )
+            .try_init(),
+        (LogFormat::Json, false) => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
@@ -155,7 +164,7 @@ fn install(
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry
+        (LogFormat::Pretty, false) => registry
             .with(tracing_subscriber::fmt::layer().compact())
             .try_init(),
     };

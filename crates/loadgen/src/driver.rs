@@ -225,17 +225,33 @@ pub async fn run(
     let measured_from = (warmup * rate).round() as u64;
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration, bool)>();
     let start = Instant::now() + Duration::from_millis(200);
-    let mut last_sent = start;
-    for i in 0..total {
-        let intended = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(intended.into()).await;
-        last_sent = Instant::now();
+    // The schedule is kept by an OS thread: tokio's timer has a 1 ms resolution, and every
+    // millisecond of lateness would be charged to the server as latency.
+    let (ticks, mut due) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let clock = std::thread::spawn(move || {
+        let mut last_sent = start;
+        for i in 0..total {
+            let intended = start + interval.mul_f64(i as f64);
+            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            last_sent = Instant::now();
+            if ticks.send((i, intended)).is_err() {
+                break;
+            }
+        }
+        last_sent
+    });
+    while let Some((i, intended)) = due.recv().await {
         let (client, plan, tx) = (client.clone(), plan.clone(), tx.clone());
         tokio::spawn(async move {
             let ok = send(&client, (plan.calls)(i)).await;
             let _ = tx.send((i, intended.elapsed(), ok));
         });
     }
+    let last_sent = clock
+        .join()
+        .map_err(|_| anyhow::anyhow!("the clock thread panicked"))?;
     drop(tx);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut errors) = (0u64, 0u64);
