@@ -232,8 +232,16 @@ pub async fn run(
         let mut last_sent = start;
         for i in 0..total {
             let intended = start + interval.mul_f64(i as f64);
-            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            // Sleep most of the wait, then spin the last fraction: a sleeping thread wakes
+            // tens of microseconds late.
+            let spin = Duration::from_micros(300);
+            if let Some(wait) = intended.checked_duration_since(Instant::now())
+                && wait > spin
+            {
+                std::thread::sleep(wait - spin);
+            }
+            while Instant::now() < intended {
+                std::hint::spin_loop();
             }
             last_sent = Instant::now();
             if ticks.send((i, intended)).is_err() {
