@@ -11,7 +11,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use std::sync::OnceLock;
 use std::time::Duration;
+use tracing_subscriber::layer::Context;
 
 /// Every metric of one service instance, in its own registry (tests run several instances in
 /// one process).
@@ -118,6 +120,7 @@ impl Metrics {
         )?;
         let ws_connections = IntGauge::new("websocket_connections", "Open WebSocket connections")?;
         registry.register(Box::new(ws_connections.clone()))?;
+        registry.register(Box::new(pool_acquire_seconds().clone()))?;
         let ws_dropped_slow = IntCounter::new(
             "websocket_slow_consumers_dropped_total",
             "Sockets cut off for falling behind",
@@ -202,6 +205,59 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// `db_pool_acquire_seconds`: how long requests waited for a PostgreSQL connection. sqlx
+/// reports every acquisition as a `sqlx::pool::acquire` event; [`PoolWaitLayer`] turns those
+/// into this histogram. It is process-wide (the events do not say which pool), and registered in
+/// every instance's registry.
+pub fn pool_acquire_seconds() -> &'static prometheus::Histogram {
+    static HISTOGRAM: OnceLock<prometheus::Histogram> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "db_pool_acquire_seconds",
+                "Time to get a PostgreSQL connection from the pool",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("the histogram's options are valid")
+    })
+}
+
+/// A tracing layer that records sqlx's pool acquisition times in [`pool_acquire_seconds`].
+pub struct PoolWaitLayer;
+
+impl PoolWaitLayer {
+    /// The only events this layer wants, so no other callsite is enabled for it.
+    pub fn filter() -> tracing_subscriber::filter::Targets {
+        tracing_subscriber::filter::Targets::new()
+            .with_target("sqlx::pool::acquire", tracing::Level::TRACE)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolWaitLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        struct AcquiredAfter(Option<f64>);
+        impl tracing::field::Visit for AcquiredAfter {
+            fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+                if field.name() == "acquired_after_secs" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(
+                &mut self,
+                _field: &tracing::field::Field,
+                _value: &dyn std::fmt::Debug,
+            ) {
+            }
+        }
+        let mut seconds = AcquiredAfter(None);
+        event.record(&mut seconds);
+        if let Some(seconds) = seconds.0 {
+            pool_acquire_seconds().observe(seconds);
+        }
     }
 }
 

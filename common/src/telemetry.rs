@@ -22,6 +22,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -145,15 +146,22 @@ fn install(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let tracer = provider.tracer(service);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // RUST_LOG filters logs and spans; the pool-wait layer sees sqlx's acquisition events,
+    // which are below any log level we print.
+    let filter = || EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter());
+    let registry = tracing_subscriber::registry()
+        .with(crate::metrics::PoolWaitLayer.with_filter(crate::metrics::PoolWaitLayer::filter()))
+        .with(otel);
     let result = match (settings.format, for_tests) {
         (_, true) => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .compact()
-                    .with_test_writer(),
+                    .with_test_writer()
+                    .with_filter(filter()),
             )
             .try_init(),
         (LogFormat::Json, false) => registry
@@ -161,11 +169,16 @@ fn install(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter()),
             )
             .try_init(),
         (LogFormat::Pretty, false) => registry
-            .with(tracing_subscriber::fmt::layer().compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_filter(filter()),
+            )
             .try_init(),
     };
     if result.is_ok() {

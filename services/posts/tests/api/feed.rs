@@ -343,4 +343,9 @@ async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
         ),
         Some(3.0)
     );
+    // Pool waits come from sqlx's acquisition events (the subscriber is process-wide).
+    assert!(
+        value("db_pool_acquire_seconds_count").is_some_and(|n| n > 0.0),
+        "{text}"
+    );
 }
