@@ -285,7 +285,12 @@ impl TokenVerifier {
         let Some(url) = &self.settings.jwks_url else {
             return Ok(());
         };
-        let mut response = self.http.get(url).send().await?.error_for_status()?;
+        // A refresh caused by a request continues that request's trace.
+        let mut request = self.http.get(url);
+        for (name, value) in crate::telemetry::trace_headers() {
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await?.error_for_status()?;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await? {
             body.extend_from_slice(&chunk);
