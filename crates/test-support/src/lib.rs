@@ -111,6 +111,50 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Assertions on HTTP answers shared by every service's API tests.
+pub mod http {
+    use reqwest::StatusCode;
+    use serde_json::Value;
+
+    /// Asserts the status and returns the JSON body (`Null` when there is none).
+    pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
+        let actual = response.status();
+        let text = response.text().await.expect("a readable body");
+        assert_eq!(actual, status, "unexpected status; body: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code, and returns it.
+    pub async fn expect_problem(
+        response: reqwest::Response,
+        status: StatusCode,
+        code: &str,
+    ) -> Value {
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = expect_json(response, status).await;
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/problem+json"),
+            "{body}"
+        );
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["type"], format!("urn:social:problem:{code}"), "{body}");
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        body
+    }
+
+    /// Asserts the status, whatever the body.
+    pub async fn expect_status(response: reqwest::Response, status: StatusCode) {
+        let actual = response.status();
+        let text = response.text().await.expect("a readable body");
+        assert_eq!(actual, status, "unexpected status; body: {text}");
+    }
+}
+
 /// A Redis key prefix unique to one test.
 pub fn redis_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TestDatabase;
+pub use test_support::http::{expect_json, expect_problem, expect_status};
 use uuid::Uuid;
 
 pub struct TestApp {
@@ -252,32 +253,4 @@ pub fn texts_of(page: &Value) -> Vec<String> {
         .iter()
         .map(|p| p["text"].as_str().unwrap().to_owned())
         .collect()
-}
-
-pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
-    let actual = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(actual, status, "unexpected status; body: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
-pub async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = expect_json(response, status).await;
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/problem+json"),
-        "{body}"
-    );
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
-
-pub async fn expect_status(response: reqwest::Response, status: StatusCode) {
-    let actual = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(actual, status, "unexpected status; body: {text}");
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::TestDatabase;
+pub use test_support::http::{expect_json, expect_problem, expect_status};
 use users::{Application, Settings};
 use uuid::Uuid;
 
@@ -153,36 +154,4 @@ impl TestApp {
         user.refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
         user
     }
-}
-
-/// Asserts the status and returns the JSON body.
-pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
-    let actual = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(actual, status, "unexpected status; body: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
-/// Asserts an RFC 9457 problem with this status and code, and returns it.
-pub async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = expect_json(response, status).await;
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/problem+json"),
-        "{body}"
-    );
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["type"], format!("urn:social:problem:{code}"), "{body}");
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    body
-}
-
-pub async fn expect_status(response: reqwest::Response, status: StatusCode) {
-    let actual = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(actual, status, "unexpected status; body: {text}");
 }
