@@ -9,6 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions};
 use std::str::FromStr;
 
+pub mod tokens;
+
 /// RSA key pairs used only by tests (PKCS#8 private keys, SPKI public keys).
 pub mod keys {
     /// The key that signs by default.

@@ -51,3 +51,26 @@ async fn health_endpoints_answer_and_unknown_routes_are_problems() {
     );
     expect_json(missing, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn every_forged_expired_or_misaddressed_token_is_refused_here_too() {
+    let app = spawn_app().await;
+    let victim = app.register("victim").await;
+    // The control: a token made like the forgeries, minus the forgery, is accepted.
+    let control = test_support::tokens::valid(&test_support::tokens::claims(
+        victim.id,
+        serde_json::json!({}),
+    ));
+    expect_json(
+        app.request(reqwest::Method::GET, "/v1/session", Some(&control), None)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    for (why, token) in test_support::tokens::forgeries(victim.id, None) {
+        let response = app
+            .request(reqwest::Method::GET, "/v1/session", Some(&token), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{why}");
+    }
+}

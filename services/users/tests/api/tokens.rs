@@ -3,41 +3,13 @@
 use crate::helpers::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use test_support::keys;
+use test_support::tokens::{self, valid};
 
 fn claims_for(user: &TestUser, overrides: Value) -> Value {
-    let now = chrono::Utc::now().timestamp();
-    let mut claims = json!({
-        "sub": user.id.to_string(), "iss": "http://127.0.0.1:8081", "aud": "social-api",
-        "exp": now + 300, "iat": now, "nbf": now, "jti": uuid::Uuid::new_v4().to_string(), "role": "user",
-    });
-    for (k, v) in overrides.as_object().unwrap() {
-        if v.is_null() {
-            claims.as_object_mut().unwrap().remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    claims
-}
-
-fn sign(claims: &Value, kid: &str, typ: &str, private_pem: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_owned());
-    header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn valid(claims: &Value) -> String {
-    sign(claims, "primary", "at+jwt", keys::PRIMARY_PRIVATE)
+    tokens::claims(user.id, overrides)
 }
 
 #[tokio::test]
@@ -53,87 +25,7 @@ async fn a_token_signed_in_the_test_like_the_service_does_is_accepted() {
 async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
     let app = spawn_app().await;
     let user = app.register("victim").await;
-    let now = chrono::Utc::now().timestamp();
-    let good = valid(&claims_for(&user, json!({})));
-    let (header_b64, rest) = good.split_once('.').unwrap();
-    let payload_b64 = rest.split_once('.').unwrap().0;
-
-    let alg_none = format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt","kid":"primary"}"#),
-        payload_b64
-    );
-    let hs256 = {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("primary".into());
-        header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(
-            &header,
-            &claims_for(&user, json!({})),
-            &EncodingKey::from_secret(keys::PRIMARY_PUBLIC.as_bytes()),
-        )
-        .unwrap()
-    };
-    let tampered = {
-        let forged =
-            URL_SAFE_NO_PAD.encode(claims_for(&user, json!({"role": "admin"})).to_string());
-        let signature = good.rsplit_once('.').unwrap().1;
-        format!("{header_b64}.{forged}.{signature}")
-    };
-    let cases: Vec<(&str, String)> = vec![
-        ("alg none", alg_none),
-        ("HS256 keyed with the public key", hs256),
-        (
-            "expired",
-            valid(&claims_for(
-                &user,
-                json!({"exp": now - 120, "iat": now - 1000, "nbf": now - 1000}),
-            )),
-        ),
-        (
-            "not yet valid",
-            valid(&claims_for(&user, json!({"nbf": now + 600}))),
-        ),
-        (
-            "wrong issuer",
-            valid(&claims_for(&user, json!({"iss": "https://evil.example"}))),
-        ),
-        (
-            "wrong audience",
-            valid(&claims_for(&user, json!({"aud": "another-api"}))),
-        ),
-        ("no exp", valid(&claims_for(&user, json!({"exp": null})))),
-        (
-            "unknown kid",
-            sign(
-                &claims_for(&user, json!({})),
-                "no-such-key",
-                "at+jwt",
-                keys::PRIMARY_PRIVATE,
-            ),
-        ),
-        (
-            "signed by a key we do not trust under a trusted kid",
-            sign(
-                &claims_for(&user, json!({})),
-                "primary",
-                "at+jwt",
-                keys::SECONDARY_PRIVATE,
-            ),
-        ),
-        (
-            "wrong typ",
-            sign(
-                &claims_for(&user, json!({})),
-                "primary",
-                "JWT",
-                keys::PRIMARY_PRIVATE,
-            ),
-        ),
-        ("tampered payload", tampered),
-        ("refresh token as access token", user.refresh_token.clone()),
-        ("garbage", "a.b.c".to_owned()),
-    ];
+    let cases = tokens::forgeries(user.id, Some(&user.refresh_token));
     for (why, token) in cases {
         let response = app.get("/v1/users/me", Some(&token)).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{why}");
