@@ -9,7 +9,7 @@ use crate::config::{ConfigError, Env, Secret};
 use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -204,9 +204,4 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
         conn.ping().await
     };
     matches!(tokio::time::timeout(timeout, check).await, Ok(Ok(())))
-}
-
-/// A connection as the role of `options`, for tools and tests.
-pub async fn connect(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
-    Ok(options.connect().await?)
 }

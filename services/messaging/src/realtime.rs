@@ -42,7 +42,6 @@ pub struct Hub {
     redis_timeout: Duration,
     channel: String,
     queue: usize,
-    dropped_slow: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -62,7 +61,6 @@ impl Hub {
             redis_timeout,
             channel: format!("{prefix}messaging:events"),
             queue,
-            dropped_slow: AtomicU64::new(0),
             metrics,
         })
     }
@@ -93,7 +91,7 @@ impl Hub {
 
     /// How many slow sockets were disconnected since start.
     pub fn dropped_slow_consumers(&self) -> u64 {
-        self.dropped_slow.load(Ordering::Relaxed)
+        self.metrics.ws_dropped_slow.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Subscriber>>> {
@@ -113,7 +111,6 @@ impl Hub {
             list.retain(|s| match s.tx.try_send(Arc::clone(event)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.dropped_slow.fetch_add(1, Ordering::Relaxed);
                     self.metrics.ws_dropped_slow.inc();
                     tracing::warn!(user_id = %user, socket = s.id, "slow consumer disconnected");
                     false

@@ -434,10 +434,7 @@ pub async fn mark_read(
             "must not be negative",
         )]));
     }
-    let (read_seq, moved) = conversations::mark_read(&state.db, *id, user.id, body.seq)
-        .await?
-        .ok_or(MessagingError::NotFound)?;
-    let conversation = conversations::for_participant(&state.db, *id, user.id)
+    let (read_seq, moved, last_seq) = conversations::mark_read(&state.db, *id, user.id, body.seq)
         .await?
         .ok_or(MessagingError::NotFound)?;
     if moved {
@@ -451,6 +448,6 @@ pub async fn mark_read(
     }
     Ok(HttpResponse::Ok().json(ReadState {
         read_seq,
-        unread_count: (conversation.last_seq - read_seq).max(0),
+        unread_count: (last_seq - read_seq).max(0),
     }))
 }

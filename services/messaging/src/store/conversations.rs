@@ -216,31 +216,31 @@ pub async fn participants(
 }
 
 /// Moves `user`'s read marker forward to `seq` (never backward, never past the last message).
-/// Returns the marker after the move, and whether it moved.
+/// Returns the marker after the move, whether it moved, and the conversation's last seq.
 #[tracing::instrument(skip_all, err)]
 pub async fn mark_read(
     db: impl PgExecutor<'_>,
     conversation: Uuid,
     user: Uuid,
     seq: i64,
-) -> Result<Option<(i64, bool)>, sqlx::Error> {
+) -> Result<Option<(i64, bool, i64)>, sqlx::Error> {
     let row = sqlx::query!(
         r#"WITH target AS (
-               SELECT LEAST($3, c.last_seq) AS seq FROM messaging.conversations c WHERE c.id = $1
+               SELECT LEAST($3, c.last_seq) AS seq, c.last_seq FROM messaging.conversations c WHERE c.id = $1
            ), before AS (
                SELECT read_seq FROM messaging.participants WHERE conversation_id = $1 AND user_id = $2
            )
            UPDATE messaging.participants p SET read_seq = GREATEST(p.read_seq, target.seq)
            FROM target, before
            WHERE p.conversation_id = $1 AND p.user_id = $2
-           RETURNING p.read_seq, p.read_seq > before.read_seq AS "moved!""#,
+           RETURNING p.read_seq, p.read_seq > before.read_seq AS "moved!", target.last_seq AS "last_seq!""#,
         conversation,
         user,
         seq,
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| (r.read_seq, r.moved)))
+    Ok(row.map(|r| (r.read_seq, r.moved, r.last_seq)))
 }
 
 /// Badge totals: conversations with unread messages, and unread messages.
