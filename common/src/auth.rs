@@ -9,7 +9,7 @@
 use crate::config::{ConfigError, Env};
 use crate::problem::Problem;
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, get, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, get, web};
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -406,7 +406,11 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
+        let verified = req.extensions().get::<AuthUser>().cloned();
         Box::pin(async move {
+            if let Some(user) = verified {
+                return Ok(user);
+            }
             let verifier = verifier(&req)?;
             let token = bearer_token(&req)?.ok_or(TokenError::Missing)?;
             authenticate_user(&verifier, token).await
@@ -424,7 +428,11 @@ impl FromRequest for MaybeAuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
+        let verified = req.extensions().get::<AuthUser>().cloned();
         Box::pin(async move {
+            if verified.is_some() {
+                return Ok(MaybeAuthUser(verified));
+            }
             let verifier = verifier(&req)?;
             match bearer_token(&req)? {
                 None => Ok(MaybeAuthUser(None)),
@@ -442,6 +450,19 @@ impl FromRequest for MaybeAuthUser {
 pub struct ServiceCaller {
     /// The calling service's name (`posts`, `messaging`).
     pub name: String,
+}
+
+impl ServiceCaller {
+    /// Only `service` may call this endpoint: any other service is refused with 403.
+    pub fn require(&self, service: &str) -> Result<(), Problem> {
+        if self.name == service {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "only the {service} service may call this endpoint"
+            )))
+        }
+    }
 }
 
 impl FromRequest for ServiceCaller {

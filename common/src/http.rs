@@ -1,4 +1,4 @@
-//! The HTTP shell shared by the services: CORS, the request span, problem+json for extractor
+//! The HTTP shell shared by the services: CORS, the request span, rate limits, problem+json for extractor
 //! failures and unknown routes, the health endpoints and `/metrics`.
 
 use crate::config::HttpSettings;
@@ -36,6 +36,7 @@ pub fn base_app(
     settings: HttpSettings,
     readiness: Readiness,
     metrics: web::Data<crate::metrics::Metrics>,
+    limiter: web::Data<crate::ratelimit::RateLimiter>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -46,6 +47,7 @@ pub fn base_app(
     >,
 > {
     App::new()
+        .wrap(from_fn(crate::ratelimit::limit_requests))
         .wrap(cors(&settings.cors_allowed_origins))
         .wrap(from_fn(crate::telemetry::trace_request))
         .app_data(problem::json_config(settings.max_json_body))
@@ -53,6 +55,7 @@ pub fn base_app(
         .app_data(problem::query_config())
         .app_data(web::Data::new(readiness))
         .app_data(metrics)
+        .app_data(limiter)
         .configure(crate::health::configure)
         .configure(crate::metrics::configure)
         .default_service(web::to(problem::not_found_handler))

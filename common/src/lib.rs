@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod ratelimit;
 pub mod redis;
 pub mod service;
 pub mod telemetry;

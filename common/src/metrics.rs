@@ -142,6 +142,11 @@ impl Metrics {
         })
     }
 
+    /// Registers a metric kept by another part of the service.
+    pub fn register(&self, metric: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        Ok(self.registry.register(metric)?)
+    }
+
     /// Records one served request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.http_requests
@@ -200,6 +205,11 @@ impl Metrics {
         self.redis_pool
             .with_label_values(&["waiting"])
             .set(as_i64(status.waiting));
+        self.encode()
+    }
+
+    /// The text exposition of every metric as it stands (pools not sampled).
+    pub fn encode(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");

@@ -59,6 +59,9 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Further response headers (the rate-limit ones of a 429).
+    #[serde(skip)]
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
@@ -72,6 +75,7 @@ impl Problem {
             code: code.to_owned(),
             errors: Vec::new(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -90,6 +94,12 @@ impl Problem {
     /// Adds a `Retry-After` header, in seconds.
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
         self
     }
 
@@ -184,6 +194,11 @@ impl ResponseError for Problem {
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.insert_header((*name, value));
+            }
         }
         if self.status == 401 {
             response.insert_header((

@@ -5,6 +5,7 @@ use crate::auth::AuthSettings;
 use crate::config::{ConfigError, Env, HttpSettings};
 use crate::db::DatabaseSettings;
 use crate::health::Readiness;
+use crate::ratelimit::{RateLimitSettings, RateLimiter};
 use crate::redis::RedisSettings;
 use crate::telemetry::TelemetrySettings;
 use actix_web::dev::ServerHandle;
@@ -28,6 +29,8 @@ pub struct ServiceSettings {
     pub auth: AuthSettings,
     /// Logs.
     pub telemetry: TelemetrySettings,
+    /// The per-account and per-IP request quotas.
+    pub rate_limits: RateLimitSettings,
     /// `MIGRATE_ON_START` (default true): apply migrations when the service starts.
     pub migrate_on_start: bool,
 }
@@ -49,6 +52,7 @@ impl ServiceSettings {
             redis: RedisSettings::from_env(env)?,
             auth: AuthSettings::from_env(env, default_jwks_url)?,
             telemetry: TelemetrySettings::from_env(env)?,
+            rate_limits: RateLimitSettings::from_env(env)?,
             migrate_on_start: env.parse("MIGRATE_ON_START", true)?,
         })
     }
@@ -67,6 +71,8 @@ pub struct Infrastructure {
     pub drain: Drain,
     /// This instance's metrics.
     pub metrics: actix_web::web::Data<crate::metrics::Metrics>,
+    /// Request quotas, counted in Redis.
+    pub limiter: actix_web::web::Data<RateLimiter>,
 }
 
 impl Infrastructure {
@@ -87,12 +93,21 @@ impl Infrastructure {
             timeout: Duration::from_secs(1),
             drain: drain.clone(),
         };
+        let metrics = crate::metrics::Metrics::new()?;
+        let limiter = RateLimiter::new(
+            redis.clone(),
+            settings.redis.timeout,
+            &settings.redis.key_prefix,
+            settings.rate_limits.clone(),
+            &metrics,
+        )?;
         Ok(Self {
             db,
             redis,
             readiness,
             drain,
-            metrics: actix_web::web::Data::new(crate::metrics::Metrics::new()?),
+            metrics: actix_web::web::Data::new(metrics),
+            limiter: actix_web::web::Data::new(limiter),
         })
     }
 }

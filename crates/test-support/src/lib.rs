@@ -161,3 +161,11 @@ pub mod http {
 pub fn redis_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
+
+/// A port that was free a moment ago, for a service that must be started (and restarted) at an
+/// address known in advance. The OS hands out ephemeral ports in turn, so another test taking
+/// it in between is unlikely.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("a bound address").port()
+}

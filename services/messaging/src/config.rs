@@ -1,6 +1,7 @@
 //! The messaging service's settings.
 
 use common::config::{ConfigError, Env};
+use common::ratelimit::Quota;
 use common::service::ServiceSettings;
 use common::users_client::{ServiceCredentials, UsersClientSettings};
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub struct Settings {
     pub credentials: ServiceCredentials,
     /// WebSocket limits.
     pub stream: StreamSettings,
+    /// `RATE_LIMIT_MESSAGE_SEND` (default `60/60`): messages one account may send.
+    pub message_send: Quota,
 }
 
 /// Limits of `/v1/stream` sockets.
@@ -60,6 +63,7 @@ impl Settings {
                 max_frame_bytes: env.parse("WS_MAX_FRAME_BYTES", 16 * 1024)?,
                 max_client_messages_per_min: env.parse("WS_MAX_CLIENT_MESSAGES_PER_MIN", 120)?,
             },
+            message_send: env.parse("RATE_LIMIT_MESSAGE_SEND", Quota::per_seconds(60, 60))?,
         })
     }
 }

@@ -7,6 +7,7 @@ use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
+use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
 use common::users_client::UsersClient;
 use sqlx::PgPool;
@@ -25,6 +26,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// WebSocket limits.
     pub stream: StreamSettings,
+    /// Request quotas, counted in Redis.
+    pub limiter: web::Data<RateLimiter>,
+    /// Messages one account may send.
+    pub message_send: Quota,
 }
 
 /// The schema this service owns.
@@ -93,20 +98,27 @@ impl Application {
                 .with_metrics(infra.metrics.clone().into_inner()),
             hub,
             stream: settings.stream.clone(),
+            limiter: infra.limiter.clone(),
+            message_send: settings.message_send,
         });
         let readiness = infra.readiness.clone();
         let metrics = infra.metrics.clone();
+        let limiter = infra.limiter.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) =
-                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
-                    .into_utoipa_app()
-                    .openapi(ApiDoc::openapi())
-                    .app_data(verifier.clone())
-                    .app_data(state.clone())
-                    .configure(routes::configure)
-                    .split_for_parts();
+            let (app, document) = common::http::base_app(
+                http.clone(),
+                readiness.clone(),
+                metrics.clone(),
+                limiter.clone(),
+            )
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .app_data(verifier.clone())
+            .app_data(state.clone())
+            .configure(routes::configure)
+            .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

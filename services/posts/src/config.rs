@@ -1,6 +1,7 @@
 //! The posts service's settings.
 
 use common::config::{ConfigError, Env};
+use common::ratelimit::Quota;
 use common::service::ServiceSettings;
 use common::users_client::UsersClientSettings;
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub struct Settings {
     /// `FOLLOWEES_CACHE_TTL_SECS` (default 3600): how long a followee list is kept to stand in
     /// while the users service is down (it is revalidated on every read while it is up).
     pub followees_cache_ttl: Duration,
+    /// `RATE_LIMIT_POST_CREATE` (default `300/10800`, Mastodon's): posts one account may write.
+    pub post_create: Quota,
 }
 
 impl Settings {
@@ -35,6 +38,7 @@ impl Settings {
             users: UsersClientSettings::from_env(env)?,
             author_cache_ttl: env.seconds("AUTHOR_CACHE_TTL_SECS", 60)?,
             followees_cache_ttl: env.seconds("FOLLOWEES_CACHE_TTL_SECS", 3600)?,
+            post_create: env.parse("RATE_LIMIT_POST_CREATE", Quota::per_seconds(300, 10800))?,
         })
     }
 }

@@ -6,6 +6,7 @@ use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
+use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
 use common::users_client::UsersClient;
 use sqlx::PgPool;
@@ -20,6 +21,10 @@ pub struct AppState {
     pub db: PgPool,
     /// Users, as the users service and the cache know them.
     pub directory: Directory,
+    /// Request quotas, counted in Redis.
+    pub limiter: web::Data<RateLimiter>,
+    /// Posts one account may write.
+    pub post_create: Quota,
 }
 
 /// The schema this service owns.
@@ -85,21 +90,28 @@ impl Application {
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             directory,
+            limiter: infra.limiter.clone(),
+            post_create: settings.post_create,
         });
         spawn_idempotency_purge(infra.db.clone());
         let readiness = infra.readiness.clone();
         let metrics = infra.metrics.clone();
+        let limiter = infra.limiter.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) =
-                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
-                    .into_utoipa_app()
-                    .openapi(ApiDoc::openapi())
-                    .app_data(verifier.clone())
-                    .app_data(state.clone())
-                    .configure(routes::configure)
-                    .split_for_parts();
+            let (app, document) = common::http::base_app(
+                http.clone(),
+                readiness.clone(),
+                metrics.clone(),
+                limiter.clone(),
+            )
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .app_data(verifier.clone())
+            .app_data(state.clone())
+            .configure(routes::configure)
+            .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

@@ -1,7 +1,9 @@
 //! The users service's settings: the shared ones plus signing keys, token lifetimes and the
-//! credentials of the services allowed to obtain service tokens.
+//! credentials of the services allowed to obtain service tokens, flow quotas and the outbox.
 
+use crate::outbox::OutboxSettings;
 use common::config::{ConfigError, Env, Secret};
+use common::ratelimit::Quota;
 use common::service::ServiceSettings;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +20,37 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// `SERVICE_CLIENTS`: `name:secret` pairs of services allowed to get service tokens.
     pub service_clients: BTreeMap<String, Secret>,
+    /// Quotas of the sign-up, sign-in and follow flows.
+    pub limits: FlowLimits,
+    /// Where the outbox delivers.
+    pub outbox: OutboxSettings,
+}
+
+/// Quotas of the flows abuse aims at, on top of the per-account and per-IP request quotas.
+/// Each is `LIMIT/SECONDS`.
+#[derive(Debug, Clone)]
+pub struct FlowLimits {
+    /// `RATE_LIMIT_SIGNUP_IP` (default `5/1800`, Mastodon's): sign-ups per IP.
+    pub signup_ip: Quota,
+    /// `RATE_LIMIT_LOGIN_IP` (default `25/300`, Mastodon's): sign-in attempts per IP.
+    pub login_ip: Quota,
+    /// `RATE_LIMIT_LOGIN_ACCOUNT` (default `10/900`): sign-in attempts per login name, from
+    /// anywhere, so a botnet cannot guess one account's password.
+    pub login_account: Quota,
+    /// `RATE_LIMIT_FOLLOW` (default `400/86400`, Mastodon's): follows per account.
+    pub follow: Quota,
+}
+
+impl FlowLimits {
+    /// Reads the quotas.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            signup_ip: env.parse("RATE_LIMIT_SIGNUP_IP", Quota::per_seconds(5, 1800))?,
+            login_ip: env.parse("RATE_LIMIT_LOGIN_IP", Quota::per_seconds(25, 300))?,
+            login_account: env.parse("RATE_LIMIT_LOGIN_ACCOUNT", Quota::per_seconds(10, 900))?,
+            follow: env.parse("RATE_LIMIT_FOLLOW", Quota::per_seconds(400, 86400))?,
+        })
+    }
 }
 
 /// Keys that sign access tokens, and how long tokens live.
@@ -110,6 +143,21 @@ impl Settings {
             base: ServiceSettings::from_env(env, "users", DEFAULT_PORT, None)?,
             tokens: TokenSettings::from_env(env)?,
             service_clients,
+            limits: FlowLimits::from_env(env)?,
+            outbox: OutboxSettings {
+                targets: BTreeMap::from([
+                    (
+                        "posts".to_owned(),
+                        env.string("POSTS_URL", "http://127.0.0.1:8082"),
+                    ),
+                    (
+                        "messaging".to_owned(),
+                        env.string("MESSAGING_URL", "http://127.0.0.1:8083"),
+                    ),
+                ]),
+                poll: env.millis("OUTBOX_POLL_MS", 1000)?,
+                retry_base: env.millis("OUTBOX_RETRY_BASE_MS", 1000)?,
+            },
         })
     }
 }

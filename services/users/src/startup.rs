@@ -1,16 +1,19 @@
 //! Building and running the users service: pools, migrations, keys, and the HTTP server.
 
-use crate::config::Settings;
+use crate::config::{FlowLimits, Settings};
 use crate::routes::{self, ApiDoc};
 use crate::tokens::Signer;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::config::Secret;
+use common::ratelimit::RateLimiter;
 use common::service::Infrastructure;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
@@ -27,6 +30,12 @@ pub struct AppState {
     pub dummy_hash: String,
     /// Services allowed to obtain service tokens.
     pub service_clients: BTreeMap<String, Secret>,
+    /// Request quotas, counted in Redis.
+    pub limiter: web::Data<RateLimiter>,
+    /// The quotas of the sign-up, sign-in and follow flows.
+    pub limits: FlowLimits,
+    /// Wakes the outbox relay when a handler has queued an event.
+    pub outbox_wake: Arc<Notify>,
 }
 
 /// The migrations of the users schema, recorded in `users._sqlx_migrations`.
@@ -82,21 +91,30 @@ impl Application {
             signer,
             dummy_hash,
             service_clients: settings.service_clients.clone(),
+            limiter: infra.limiter.clone(),
+            limits: settings.limits.clone(),
+            outbox_wake: Arc::new(Notify::new()),
         });
+        crate::outbox::Relay::new(state.clone(), settings.outbox.clone(), &infra.metrics)?.spawn();
         let verifier = web::Data::new(verifier);
         let readiness = infra.readiness.clone();
         let metrics = infra.metrics.clone();
+        let limiter = infra.limiter.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) =
-                common::http::base_app(http.clone(), readiness.clone(), metrics.clone())
-                    .into_utoipa_app()
-                    .openapi(ApiDoc::openapi())
-                    .app_data(state.clone())
-                    .app_data(verifier.clone())
-                    .configure(routes::configure)
-                    .split_for_parts();
+            let (app, document) = common::http::base_app(
+                http.clone(),
+                readiness.clone(),
+                metrics.clone(),
+                limiter.clone(),
+            )
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .app_data(state.clone())
+            .app_data(verifier.clone())
+            .configure(routes::configure)
+            .split_for_parts();
             app.service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)

@@ -97,6 +97,7 @@ fn client_id_of(req: &HttpRequest, body: &SendMessage) -> Result<Option<String>,
         (status = 404, description = "No such conversation of yours", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many messages", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -120,6 +121,12 @@ pub async fn send(
             .insert_header(("idempotent-replayed", "true"))
             .json(MessageView::from(first)));
     }
+    // Retries (answered above) are free; a new message counts.
+    let quota = state.message_send;
+    state
+        .limiter
+        .enforce("message-send", quota, &user.id.to_string())
+        .await?;
     // Who may receive is the users service's knowledge; ask before taking any lock.
     let participants = participant_ids(&state, *id).await?;
     let counterparts: Vec<Uuid> = if conversation.kind == "direct" {

@@ -1,6 +1,7 @@
 //! HTTP routes of the messaging service and its OpenAPI document.
 
 pub mod conversations;
+pub mod internal;
 pub mod messages;
 pub mod stream;
 
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(messages::edit)
         .service(messages::remove)
         .service(stream::stream)
+        .service(internal::account_deleted)
         .service(common::auth::session);
 }
 

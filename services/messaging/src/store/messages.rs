@@ -186,3 +186,18 @@ pub async fn tombstone(
     .fetch_optional(db)
     .await
 }
+
+/// Tombstones every message `sender` sent: the seqs stay (conversations keep their order and
+/// read positions), the content goes. Idempotent. Returns how many were tombstoned now.
+#[tracing::instrument(skip_all, err)]
+pub async fn tombstone_all_of(db: impl PgExecutor<'_>, sender: Uuid) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query!(
+        r#"UPDATE messaging.messages
+           SET body = NULL, deleted_at = now()
+           WHERE sender_id = $1 AND kind = 'text' AND deleted_at IS NULL"#,
+        sender
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -37,10 +37,17 @@ pub async fn spawn_app_with(
     overrides: &[(&str, &str)],
 ) -> TestApp {
     let db = TestDatabase::new().await;
+    // The first replica's port is chosen first: the users service's outbox delivers there.
+    let first_port = test_support::free_port();
     let mut users_env = vec![
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
+        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        ("RATE_LIMIT_SIGNUP_IP", "1000/60".to_owned()),
+        ("MESSAGING_URL", format!("http://127.0.0.1:{first_port}")),
+        ("OUTBOX_POLL_MS", "100".to_owned()),
+        ("OUTBOX_RETRY_BASE_MS", "100".to_owned()),
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
     ];
@@ -54,9 +61,10 @@ pub async fn spawn_app_with(
 
     let prefix = test_support::redis_prefix();
     let mut addresses = Vec::new();
-    for _replica in 0..2 {
+    for replica in 0..2 {
+        let port = if replica == 0 { first_port } else { 0 };
         let mut env = vec![
-            ("PORT", "0".to_owned()),
+            ("PORT", port.to_string()),
             ("HTTP_WORKERS", "1".to_owned()),
             ("DATABASE_URL", db.url_for("messaging")),
             ("REDIS_KEY_PREFIX", prefix.clone()),
@@ -121,7 +129,7 @@ impl TestApp {
             .await
     }
 
-    async fn users_call(
+    pub async fn users_call(
         &self,
         method: Method,
         path: &str,

@@ -7,6 +7,7 @@
 )]
 
 mod conversations;
+mod deletion;
 mod helpers;
 mod messages;
 mod openapi;

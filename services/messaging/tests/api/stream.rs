@@ -284,7 +284,16 @@ async fn connect_slow(address: &str, token: &str) -> WebSocketStream<tokio::net:
 
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_without_holding_up_senders_or_other_sockets() {
-    let app = spawn_app_with(&[], &[("WS_SEND_QUEUE", "4")]).await;
+    let app = spawn_app_with(
+        &[],
+        &[
+            ("WS_SEND_QUEUE", "4"),
+            // 400 sends from one account: more than the default quotas allow.
+            ("RATE_LIMIT_MESSAGE_SEND", "1000/60"),
+            ("RATE_LIMIT_ACCOUNT", "1000/60"),
+        ],
+    )
+    .await;
     let (alice, bob, carol) = (
         app.register("alice").await,
         app.register("bob").await,

@@ -1,5 +1,6 @@
 //! HTTP routes of the posts service and its OpenAPI document.
 
+pub mod internal;
 pub mod lists;
 pub mod posts;
 
@@ -19,6 +20,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(lists::replies)
         .service(lists::timeline)
         .service(lists::feed)
+        .service(internal::account_deleted)
         .service(common::auth::session);
 }
 

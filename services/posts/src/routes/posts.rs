@@ -59,6 +59,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, PostsErr
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, unknown reply_to, or key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many posts", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The users service is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -71,6 +72,11 @@ pub async fn create(
 ) -> Result<HttpResponse, PostsError> {
     let text = PostText::parse(&body.text).map_err(|e| PostsError::Validation(vec![e]))?;
     let key = idempotency_key(&req)?;
+    let quota = state.post_create;
+    state
+        .limiter
+        .enforce("post-create", quota, &user.id.to_string())
+        .await?;
     let request_hash =
         Sha256::digest(json!({"text": text.as_str(), "reply_to": body.reply_to}).to_string())
             .to_vec();

@@ -18,6 +18,9 @@ pub struct TestApp {
     /// A superuser pool on the test database, for setup and assertions behind the API.
     pub admin_pool: PgPool,
     pub users_server: actix_web::dev::ServerHandle,
+    /// The posts service's handle, and the settings it was started with (to restart it).
+    pub posts_server: actix_web::dev::ServerHandle,
+    posts_env: Vec<(&'static str, String)>,
 }
 
 pub struct TestUser {
@@ -51,15 +54,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Spawns the services with extra posts-service settings.
-pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
     finished_spans();
     let db = TestDatabase::new().await;
+    // The posts port is chosen first, so that the users service's outbox can be pointed at it
+    // and posts can be stopped and started again at the same address.
+    let posts_port = test_support::free_port();
     let users_settings = users::Settings::from_env(&Env::from_pairs([
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
+        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        ("RATE_LIMIT_SIGNUP_IP", "1000/60".to_owned()),
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
+        ("POSTS_URL", format!("http://127.0.0.1:{posts_port}")),
+        ("OUTBOX_POLL_MS", "100".to_owned()),
+        ("OUTBOX_RETRY_BASE_MS", "100".to_owned()),
     ]))
     .unwrap();
     let users_app = users::Application::build(users_settings).await.unwrap();
@@ -68,7 +79,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     tokio::spawn(users_app.run_until_stopped());
 
     let mut env = vec![
-        ("PORT", "0".to_owned()),
+        ("PORT", posts_port.to_string()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("posts")),
         ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
@@ -78,10 +89,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("MAX_JSON_BODY_BYTES", "16384".to_owned()),
     ];
     env.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let settings = posts::Settings::from_env(&Env::from_pairs(env)).unwrap();
-    let app = posts::Application::build(settings).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let posts_server = start_posts(&env).await;
+    let address = format!("http://127.0.0.1:{posts_port}");
     let admin_pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(db.admin_options())
@@ -94,10 +103,30 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         _db: db,
         admin_pool,
         users_server,
+        posts_server,
+        posts_env: env,
     }
 }
 
+async fn start_posts(env: &[(&'static str, String)]) -> actix_web::dev::ServerHandle {
+    let settings = posts::Settings::from_env(&Env::from_pairs(env.to_vec())).unwrap();
+    let app = posts::Application::build(settings).await.unwrap();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    handle
+}
+
 impl TestApp {
+    /// Stops the posts service (its port refuses connections until [`Self::restart_posts`]).
+    pub async fn stop_posts(&self) {
+        self.posts_server.stop(false).await;
+    }
+
+    /// Starts the posts service again on the same port and database.
+    pub async fn restart_posts(&mut self) {
+        self.posts_server = start_posts(&self.posts_env).await;
+    }
+
     pub async fn request(
         &self,
         method: Method,
@@ -121,7 +150,7 @@ impl TestApp {
         self.request(Method::GET, path, token, None).await
     }
 
-    async fn users_call(
+    pub async fn users_call(
         &self,
         method: Method,
         path: &str,

@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod deletion;
 mod feed;
 mod helpers;
 mod idempotency;

@@ -1,15 +1,18 @@
 //! `/v1/auth/*`: registration, sign-in, refresh rotation, logout, and service tokens.
 
+use crate::audit::{Event, RequestMeta};
 use crate::domain::{DisplayName, Email, Login, Password, Username};
 use crate::error::{FieldErrors, UsersError};
 use crate::routes::profiles::PrivateProfile;
 use crate::startup::AppState;
 use crate::store::{accounts, refresh_tokens};
 use crate::{passwords, tokens};
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use common::auth::Role;
 use common::problem::Problem;
+use common::ratelimit::ip_subject;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -136,13 +139,21 @@ async fn issue_pair(
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ups from this address", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/register")]
 pub async fn register(
     state: web::Data<AppState>,
+    request: HttpRequest,
+    meta: RequestMeta,
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, UsersError> {
+    let ip = ip_subject(&request, &state.limiter);
+    state
+        .limiter
+        .enforce("signup-ip", state.limits.signup_ip, &ip)
+        .await?;
     let body = body.into_inner();
     let mut errors = FieldErrors::default();
     let username = errors.check(Username::parse(&body.username));
@@ -166,6 +177,14 @@ pub async fn register(
     let mut tx = state.db.begin().await?;
     let account = accounts::insert(&mut *tx, &username, &email, &hash, &display_name).await?;
     let pair = issue_pair(&state, &mut tx, account.id, Role::User, Uuid::now_v7()).await?;
+    meta.record(
+        &mut *tx,
+        Event::Registered,
+        Some(account.id),
+        Some(account.id),
+        json!({"username": account.username}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %account.id, "account registered");
     Ok(HttpResponse::Created().json(RegisterResponse {
@@ -186,11 +205,14 @@ pub async fn register(
         (status = 401, description = "Wrong login or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account suspended", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address or at this account", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
+    request: HttpRequest,
+    meta: RequestMeta,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, UsersError> {
     let mut errors = FieldErrors::default();
@@ -200,6 +222,14 @@ pub async fn login(
     let (Some(login), Some(password)) = (login, password) else {
         return Err(anyhow::anyhow!("field checks passed without values").into());
     };
+    let ip = ip_subject(&request, &state.limiter);
+    let limiter = &state.limiter;
+    limiter
+        .enforce("login-ip", state.limits.login_ip, &ip)
+        .await?;
+    limiter
+        .enforce("login-account", state.limits.login_account, login.as_str())
+        .await?;
     let found = accounts::credentials(&state.db, login.as_str()).await?;
     // An unknown login still pays for one hash check, so timing does not tell which logins exist.
     let hash = found
@@ -207,21 +237,43 @@ pub async fn login(
         .map_or_else(|| state.dummy_hash.clone(), |c| c.password_hash.clone());
     let matches = passwords::verify(password.expose().to_owned(), hash).await?;
     let account = match found {
-        Some(account) if matches => account,
-        _ => return Err(UsersError::InvalidCredentials),
+        Some(account) if matches && !account.suspended => account,
+        other => {
+            let reason = match &other {
+                Some(_) if matches => "suspended",
+                Some(_) => "wrong_password",
+                None => "unknown_login",
+            };
+            let subject = other.as_ref().map(|a| a.id);
+            let detail = json!({"login": login.as_str(), "reason": reason});
+            meta.record(&state.db, Event::LoginFailed, None, subject, detail)
+                .await?;
+            return Err(if reason == "suspended" {
+                UsersError::Suspended
+            } else {
+                UsersError::InvalidCredentials
+            });
+        }
     };
-    if account.suspended {
-        return Err(UsersError::Suspended);
-    }
-    let mut conn = state.db.acquire().await?;
+    let mut tx = state.db.begin().await?;
     let pair = issue_pair(
         &state,
-        &mut conn,
+        &mut tx,
         account.id,
         role_of(&account.role),
         Uuid::now_v7(),
     )
     .await?;
+    let detail = json!({});
+    meta.record(
+        &mut *tx,
+        Event::LoginSucceeded,
+        Some(account.id),
+        Some(account.id),
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(pair))
 }
 
@@ -240,6 +292,7 @@ pub async fn login(
 #[post("/v1/auth/refresh")]
 pub async fn refresh(
     state: web::Data<AppState>,
+    meta: RequestMeta,
     body: web::Json<RefreshBody>,
 ) -> Result<HttpResponse, UsersError> {
     let hash = tokens::hash_refresh_token(&body.refresh_token);
@@ -249,6 +302,10 @@ pub async fn refresh(
             && known.used
         {
             refresh_tokens::revoke_family(&mut *tx, known.family_id).await?;
+            let detail = json!({"family_id": known.family_id});
+            let subject = Some(known.account_id);
+            meta.record(&mut *tx, Event::RefreshTokenReused, None, subject, detail)
+                .await?;
             tx.commit().await?;
             tracing::warn!(family_id = %known.family_id, "refresh token re-used: family revoked");
         }
@@ -287,11 +344,20 @@ pub async fn refresh(
 #[post("/v1/auth/logout")]
 pub async fn logout(
     state: web::Data<AppState>,
+    meta: RequestMeta,
     body: web::Json<RefreshBody>,
 ) -> Result<HttpResponse, UsersError> {
     let hash = tokens::hash_refresh_token(&body.refresh_token);
     if let Some(known) = refresh_tokens::find(&state.db, &hash).await? {
-        refresh_tokens::revoke_family(&state.db, known.family_id).await?;
+        let mut tx = state.db.begin().await?;
+        refresh_tokens::revoke_family(&mut *tx, known.family_id).await?;
+        let (who, detail) = (
+            Some(known.account_id),
+            json!({"family_id": known.family_id}),
+        );
+        meta.record(&mut *tx, Event::LoggedOut, who, who, detail)
+            .await?;
+        tx.commit().await?;
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -69,6 +69,7 @@ fn edge_page(
         (status = 403, description = "A block exists between you", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Yourself, or the follow limit is reached", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many follows", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[put("/v1/users/{id}/follow")]
@@ -80,6 +81,11 @@ pub async fn follow(
     if *id == user.id {
         return Err(UsersError::SelfAction("follow"));
     }
+    let quota = state.limits.follow;
+    state
+        .limiter
+        .enforce("follow", quota, &user.id.to_string())
+        .await?;
     let mut tx = state.db.begin().await?;
     let outcome = graph::follow(&mut tx, user.id, *id).await?;
     tx.commit().await?;

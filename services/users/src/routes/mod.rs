@@ -1,5 +1,6 @@
 //! HTTP routes of the users service, one module per resource, and its OpenAPI document.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod graph;
@@ -22,6 +23,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(auth::service_token)
         .service(keys::jwks)
         .service(profiles::me)
+        .service(account::change_password)
+        .service(account::delete_me)
         .service(profiles::update_me)
         .service(profiles::by_username)
         .service(profiles::batch)
@@ -36,6 +39,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(admin::set_role)
         .service(admin::suspend)
         .service(admin::unsuspend)
+        .service(admin::audit_log)
         .service(internal::account)
         .service(internal::contactability)
         .service(common::auth::session);

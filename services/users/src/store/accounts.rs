@@ -212,3 +212,75 @@ pub async fn contacts(
     .fetch_all(db)
     .await
 }
+
+/// The password hash of an account, for re-authentication.
+#[tracing::instrument(skip_all, err)]
+pub async fn password_hash(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT password_hash FROM users.accounts WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces an account's password hash.
+#[tracing::instrument(skip_all, err)]
+pub async fn set_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        r#"UPDATE users.accounts SET password_hash = $2, updated_at = now() WHERE id = $1"#,
+        id,
+        password_hash,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Deletes an account with its tokens, follows and blocks. The counters of the accounts on the
+/// other end of its follows go down, and its followers' followee sets change version, so their
+/// cached feeds drop it on the next read. Returns whether there was such an account.
+#[tracing::instrument(skip_all, err)]
+pub async fn delete(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    // Lock the row first: a follow of this account racing the deletion waits, then fails on
+    // the foreign key instead of leaving a counter off by one.
+    let exists = sqlx::query_scalar!(
+        r#"SELECT 1 AS "one!" FROM users.accounts WHERE id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    sqlx::query!(
+        r#"UPDATE users.accounts a
+           SET following_count = a.following_count - 1, graph_version = a.graph_version + 1
+           FROM users.follows f
+           WHERE f.followee_id = $1 AND a.id = f.follower_id"#,
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE users.accounts a
+           SET followers_count = a.followers_count - 1
+           FROM users.follows f
+           WHERE f.follower_id = $1 AND a.id = f.followee_id"#,
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(r#"DELETE FROM users.accounts WHERE id = $1"#, id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}

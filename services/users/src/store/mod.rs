@@ -2,5 +2,7 @@
 //! connection; the handler owns the transaction.
 
 pub mod accounts;
+pub mod audit;
 pub mod graph;
+pub mod outbox;
 pub mod refresh_tokens;

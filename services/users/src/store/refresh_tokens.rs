@@ -14,6 +14,7 @@ pub struct Spent {
 /// A token looked up after it could not be spent.
 #[derive(Debug, Clone)]
 pub struct Known {
+    pub account_id: Uuid,
     pub family_id: Uuid,
     pub used: bool,
 }
@@ -67,7 +68,7 @@ pub async fn find(
 ) -> Result<Option<Known>, sqlx::Error> {
     sqlx::query_as!(
         Known,
-        r#"SELECT family_id, used_at IS NOT NULL AS "used!" FROM users.refresh_tokens WHERE token_hash = $1"#,
+        r#"SELECT account_id, family_id, used_at IS NOT NULL AS "used!" FROM users.refresh_tokens WHERE token_hash = $1"#,
         token_hash,
     )
     .fetch_optional(db)

@@ -35,6 +35,8 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
         ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        // Tests sign up many accounts from one address; the quotas have their own tests.
+        ("RATE_LIMIT_SIGNUP_IP", "1000/60".to_owned()),
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
         ("MAX_JSON_BODY_BYTES", "16384".to_owned()),

@@ -7,11 +7,14 @@
 )]
 
 mod admin;
+mod audit;
 mod auth;
+mod deletion;
 mod graph;
 mod helpers;
 mod http_errors;
 mod isolation;
+mod limits;
 mod openapi;
 mod profiles;
 mod rollout;

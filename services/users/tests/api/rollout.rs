@@ -23,6 +23,9 @@ fn start_binary(app: &TestApp) -> (Child, String) {
         .env("JWT_SIGNING_KID", "primary")
         .env("SHUTDOWN_DELAY_SECS", "2")
         .env("RUST_LOG", "warn")
+        // ~200 anonymous requests a second from one address: above the default quota.
+        .env("RATE_LIMIT_ANONYMOUS", "100000/60")
+        .env("REDIS_KEY_PREFIX", test_support::redis_prefix())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

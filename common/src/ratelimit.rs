@@ -1,0 +1,385 @@
+//! Rate limits shared by every replica through Redis, with a per-process fallback.
+//!
+//! A [`Quota`] allows `limit` requests per `window` to one subject (an account, an IP, an
+//! account name being logged into). The count lives in Redis as a fixed window that starts
+//! with the subject's first request (`INCR`, then `PEXPIRE … NX`, in one transaction), so every
+//! replica sees the same count. When Redis fails or is too slow, the same window is kept in
+//! this process instead: each replica then allows up to `limit` on its own, which is looser by
+//! the replica count but neither fails open nor refuses everyone. Each fallback is counted in
+//! `rate_limit_fallback_total{quota}`.
+//!
+//! A refused request is a 429 problem with `Retry-After` and the IETF draft's `RateLimit` and
+//! `RateLimit-Policy` headers. See docs/adr/0012-rate-limits.md.
+
+use crate::config::{ConfigError, Env};
+use crate::problem::Problem;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
+use prometheus::{IntCounterVec, Opts};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// At most `limit` requests per `window` for one subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests allowed in one window.
+    pub limit: u32,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl Quota {
+    /// `limit` requests per `seconds`.
+    pub const fn per_seconds(limit: u32, seconds: u64) -> Self {
+        Self {
+            limit,
+            window: Duration::from_secs(seconds),
+        }
+    }
+}
+
+/// Parses `LIMIT/SECONDS`, e.g. `300/300` for 300 requests per five minutes.
+impl FromStr for Quota {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (limit, seconds) = s
+            .split_once('/')
+            .ok_or_else(|| "expected LIMIT/SECONDS, e.g. 300/300".to_owned())?;
+        let limit: u32 = limit
+            .trim()
+            .parse()
+            .map_err(|e| format!("limit {limit:?}: {e}"))?;
+        let seconds: u64 = seconds
+            .trim()
+            .parse()
+            .map_err(|e| format!("seconds {seconds:?}: {e}"))?;
+        if limit == 0 || seconds == 0 {
+            return Err("limit and seconds must both be at least 1".to_owned());
+        }
+        Ok(Self::per_seconds(limit, seconds))
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.limit, self.window.as_secs())
+    }
+}
+
+/// The limits every service applies to every request.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_ACCOUNT` (default `300/300`, Mastodon's): requests per signed-in account.
+    pub account: Quota,
+    /// `RATE_LIMIT_ANONYMOUS` (default `300/300`): requests without credentials, per IP.
+    pub anonymous: Quota,
+    /// `TRUSTED_PROXY_HOPS` (default 0): how many proxies in front of the service append to
+    /// `X-Forwarded-For`. With 0 the peer address is the client's; with n the n-th address from
+    /// the right is. Trusting more hops than there are lets clients choose their own IP.
+    pub trusted_proxy_hops: usize,
+}
+
+impl RateLimitSettings {
+    /// Reads the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            account: env.parse("RATE_LIMIT_ACCOUNT", Quota::per_seconds(300, 300))?,
+            anonymous: env.parse("RATE_LIMIT_ANONYMOUS", Quota::per_seconds(300, 300))?,
+            trusted_proxy_hops: env.parse("TRUSTED_PROXY_HOPS", 0)?,
+        })
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go ahead.
+    pub allowed: bool,
+    /// The quota's limit.
+    pub limit: u32,
+    /// Requests left in this window.
+    pub remaining: u32,
+    /// Seconds until the window ends (at least 1).
+    pub reset_secs: u64,
+}
+
+/// Counts requests against quotas; registered once per service as `web::Data<RateLimiter>`.
+pub struct RateLimiter {
+    redis: deadpool_redis::Pool,
+    timeout: Duration,
+    prefix: String,
+    settings: RateLimitSettings,
+    local: Mutex<HashMap<String, LocalWindow>>,
+    fallbacks: IntCounterVec,
+    refused: IntCounterVec,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalWindow {
+    count: u32,
+    ends: Instant,
+}
+
+/// Above this many subjects, expired local windows are swept before a new one is added.
+const LOCAL_SWEEP_AT: usize = 10_000;
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// A limiter counting in `redis` under `key_prefix`, registering its counters in `metrics`.
+    pub fn new(
+        redis: deadpool_redis::Pool,
+        timeout: Duration,
+        key_prefix: &str,
+        settings: RateLimitSettings,
+        metrics: &crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_fallback_total",
+                "Rate-limit checks counted in this process because Redis failed",
+            ),
+            &["quota"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new("rate_limited_total", "Requests refused with 429"),
+            &["quota"],
+        )?;
+        metrics.register(Box::new(fallbacks.clone()))?;
+        metrics.register(Box::new(refused.clone()))?;
+        Ok(Self {
+            redis,
+            timeout,
+            prefix: format!("{key_prefix}rl:"),
+            settings,
+            local: Mutex::new(HashMap::new()),
+            fallbacks,
+            refused,
+        })
+    }
+
+    /// The limits applied to every request.
+    pub fn settings(&self) -> &RateLimitSettings {
+        &self.settings
+    }
+
+    /// Counts one request of `subject` against `quota` (named `name` in headers and metrics).
+    pub async fn check(&self, name: &str, quota: Quota, subject: &str) -> Decision {
+        let key = format!("{}{name}:{subject}", self.prefix);
+        let (count, ttl) = match self.count_in_redis(&key, quota).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                tracing::warn!(error = %e, quota = name, "rate limit counted in-process");
+                self.fallbacks.with_label_values(&[name]).inc();
+                self.count_locally(key, quota)
+            }
+        };
+        Decision {
+            allowed: count <= u64::from(quota.limit),
+            limit: quota.limit,
+            remaining: u32::try_from(u64::from(quota.limit).saturating_sub(count)).unwrap_or(0),
+            reset_secs: ttl.as_secs().max(1),
+        }
+    }
+
+    /// Like [`check`](Self::check), but a refusal is the 429 problem to answer with.
+    pub async fn enforce(&self, name: &str, quota: Quota, subject: &str) -> Result<(), Problem> {
+        let decision = self.check(name, quota, subject).await;
+        if decision.allowed {
+            return Ok(());
+        }
+        self.refused.with_label_values(&[name]).inc();
+        Err(too_many_requests(name, quota, &decision))
+    }
+
+    async fn count_in_redis(&self, key: &str, quota: Quota) -> anyhow::Result<(u64, Duration)> {
+        let window_ms = u64::try_from(quota.window.as_millis()).unwrap_or(u64::MAX);
+        crate::redis::with_timeout(self.timeout, async {
+            let mut conn = self.redis.get().await?;
+            let (count, ttl_ms): (u64, i64) = deadpool_redis::redis::pipe()
+                .atomic()
+                .incr(key, 1)
+                .cmd("PEXPIRE")
+                .arg(key)
+                .arg(window_ms)
+                .arg("NX")
+                .ignore()
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await?;
+            let ttl = u64::try_from(ttl_ms).unwrap_or(window_ms);
+            anyhow::Ok((count, Duration::from_millis(ttl)))
+        })
+        .await
+    }
+
+    fn count_locally(&self, key: String, quota: Quota) -> (u64, Duration) {
+        let now = Instant::now();
+        let mut windows = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if windows.len() >= LOCAL_SWEEP_AT {
+            windows.retain(|_, w| w.ends > now);
+        }
+        let window = windows.entry(key).or_insert(LocalWindow {
+            count: 0,
+            ends: now + quota.window,
+        });
+        if window.ends <= now {
+            *window = LocalWindow {
+                count: 0,
+                ends: now + quota.window,
+            };
+        }
+        window.count = window.count.saturating_add(1);
+        (u64::from(window.count), window.ends - now)
+    }
+}
+
+/// The 429 answer: `Retry-After`, and the IETF draft's `RateLimit-Policy` (the quota) and
+/// `RateLimit` (what is left of it, and when it resets).
+pub fn too_many_requests(name: &str, quota: Quota, decision: &Decision) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+    )
+    .with_detail(format!(
+        "at most {} requests per {} seconds ({name}); retry in {} seconds",
+        quota.limit,
+        quota.window.as_secs(),
+        decision.reset_secs
+    ))
+    .with_retry_after(decision.reset_secs)
+    .with_header(
+        "ratelimit-policy",
+        format!("\"{name}\";q={};w={}", quota.limit, quota.window.as_secs()),
+    )
+    .with_header(
+        "ratelimit",
+        format!(
+            "\"{name}\";r={};t={}",
+            decision.remaining, decision.reset_secs
+        ),
+    )
+}
+
+/// The client's IP: the peer, or the address `TRUSTED_PROXY_HOPS` proxies put in
+/// `X-Forwarded-For`.
+pub fn client_ip(req: &HttpRequest, trusted_proxy_hops: usize) -> Option<IpAddr> {
+    let peer = req.peer_addr().map(|a| a.ip());
+    if trusted_proxy_hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .len()
+        .checked_sub(trusted_proxy_hops)
+        .and_then(|i| forwarded.get(i).copied())
+        .or(peer)
+}
+
+/// The IP of a request as a rate-limit subject (`unknown` when there is none, as in tests
+/// that call handlers without a socket).
+pub fn ip_subject(req: &HttpRequest, limiter: &RateLimiter) -> String {
+    client_ip(req, limiter.settings.trusted_proxy_hops)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// Middleware: every request counts against a quota before it reaches a handler. A request
+/// with a valid user token counts against `RATE_LIMIT_ACCOUNT` for its account (and the verified
+/// user is kept in the request's extensions, so the extractors of [`crate::auth`] do not verify
+/// the token twice); any other request counts against `RATE_LIMIT_ANONYMOUS` for its IP, bad
+/// tokens included. Health checks, metrics and `/internal/` calls between services (which
+/// accept only service tokens) are not limited.
+pub async fn limit_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let path = req.path();
+    let exempt =
+        path.starts_with("/health/") || path == "/metrics" || path.starts_with("/internal/");
+    let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
+    let verifier = req
+        .app_data::<web::Data<crate::auth::TokenVerifier>>()
+        .cloned();
+    if let (false, Some(limiter), Some(verifier)) = (exempt, limiter, verifier) {
+        let user = match crate::auth::bearer_token(req.request()) {
+            Ok(Some(token)) => crate::auth::authenticate_user(&verifier, token).await.ok(),
+            _ => None,
+        };
+        let outcome = match &user {
+            Some(user) => {
+                let quota = limiter.settings.account;
+                limiter
+                    .enforce("account", quota, &user.id.to_string())
+                    .await
+            }
+            None => {
+                let subject = ip_subject(req.request(), &limiter);
+                let quota = limiter.settings.anonymous;
+                limiter.enforce("anonymous", quota, &subject).await
+            }
+        };
+        if let Err(problem) = outcome {
+            let response = problem.error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+        if let Some(user) = user {
+            req.extensions_mut().insert(user);
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_parse_from_limit_and_seconds() {
+        assert_eq!("300/300".parse(), Ok(Quota::per_seconds(300, 300)));
+        assert_eq!(" 5 / 1800 ".parse(), Ok(Quota::per_seconds(5, 1800)));
+        assert!("300".parse::<Quota>().is_err());
+        assert!("0/60".parse::<Quota>().is_err());
+        assert!("10/0".parse::<Quota>().is_err());
+        assert!("ten/60".parse::<Quota>().is_err());
+    }
+
+    #[test]
+    fn the_forwarded_address_is_trusted_only_as_far_as_configured() {
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("10.0.0.9:4000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "6.6.6.6, 203.0.113.7"))
+            .to_http_request();
+        assert_eq!(client_ip(&req, 0), "10.0.0.9".parse().ok());
+        assert_eq!(client_ip(&req, 1), "203.0.113.7".parse().ok());
+        assert_eq!(client_ip(&req, 2), "6.6.6.6".parse().ok());
+        // More hops than addresses: the header is not trusted at all.
+        assert_eq!(client_ip(&req, 3), "10.0.0.9".parse().ok());
+    }
+}

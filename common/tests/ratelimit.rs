@@ -1,0 +1,121 @@
+//! The rate limiter against a real Redis: counts shared by replicas, windows that end, and the
+//! per-process fallback when Redis is gone.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on anything unexpected"
+)]
+
+use common::metrics::Metrics;
+use common::ratelimit::{Quota, RateLimitSettings, RateLimiter};
+use common::redis::RedisSettings;
+use std::time::Duration;
+
+fn limiter(redis_url: &str, prefix: &str) -> (RateLimiter, Metrics) {
+    let redis = RedisSettings {
+        url: redis_url.to_owned(),
+        pool_size: 2,
+        timeout: Duration::from_millis(200),
+        key_prefix: prefix.to_owned(),
+    };
+    let settings = RateLimitSettings {
+        account: Quota::per_seconds(300, 300),
+        anonymous: Quota::per_seconds(300, 300),
+        trusted_proxy_hops: 0,
+    };
+    let metrics = Metrics::new().unwrap();
+    let limiter = RateLimiter::new(
+        redis.pool().unwrap(),
+        redis.timeout,
+        prefix,
+        settings,
+        &metrics,
+    )
+    .unwrap();
+    (limiter, metrics)
+}
+
+fn unique_prefix() -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_share_one_count() {
+    let prefix = unique_prefix();
+    let (a, _) = limiter("redis://127.0.0.1:6379", &prefix);
+    let (b, metrics) = limiter("redis://127.0.0.1:6379", &prefix);
+    let quota = Quota::per_seconds(3, 60);
+    assert!(a.check("t", quota, "alice").await.allowed);
+    assert!(b.check("t", quota, "alice").await.allowed);
+    let third = a.check("t", quota, "alice").await;
+    assert!(third.allowed);
+    assert_eq!(third.remaining, 0);
+    let fourth = b.check("t", quota, "alice").await;
+    assert!(
+        !fourth.allowed,
+        "the second replica saw the first one's requests"
+    );
+    assert!((1..=60).contains(&fourth.reset_secs), "{fourth:?}");
+    // Another subject has its own count.
+    assert!(b.check("t", quota, "bob").await.allowed);
+    assert!(!metrics.encode().contains("rate_limit_fallback_total{"));
+}
+
+#[tokio::test]
+async fn a_refusal_is_a_429_problem_with_the_rate_limit_headers() {
+    let (limiter, metrics) = limiter("redis://127.0.0.1:6379", &unique_prefix());
+    let quota = Quota::per_seconds(1, 60);
+    limiter.enforce("signup-ip", quota, "ip").await.unwrap();
+    let problem = limiter.enforce("signup-ip", quota, "ip").await.unwrap_err();
+    assert_eq!(problem.status, 429);
+    assert_eq!(problem.type_uri, "urn:social:problem:rate_limited");
+    let retry = problem.retry_after.unwrap();
+    assert!((1..=60).contains(&retry));
+    let header = |name: &str| {
+        problem
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(header("ratelimit-policy"), "\"signup-ip\";q=1;w=60");
+    assert_eq!(header("ratelimit"), format!("\"signup-ip\";r=0;t={retry}"));
+    assert!(
+        metrics
+            .encode()
+            .contains("rate_limited_total{quota=\"signup-ip\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_window_ends_and_the_count_starts_again() {
+    let (limiter, _) = limiter("redis://127.0.0.1:6379", &unique_prefix());
+    let quota = Quota::per_seconds(1, 1);
+    assert!(limiter.check("t", quota, "s").await.allowed);
+    assert!(!limiter.check("t", quota, "s").await.allowed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(limiter.check("t", quota, "s").await.allowed);
+}
+
+#[tokio::test]
+async fn without_redis_the_quota_is_kept_in_process_and_the_fallback_is_counted() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let (limiter, metrics) = limiter("redis://127.0.0.1:1", &unique_prefix());
+    let quota = Quota::per_seconds(2, 60);
+    assert!(limiter.check("login-ip", quota, "ip").await.allowed);
+    assert!(limiter.check("login-ip", quota, "ip").await.allowed);
+    let refused = limiter.check("login-ip", quota, "ip").await;
+    assert!(!refused.allowed, "neither fails open");
+    assert!(
+        limiter.check("login-ip", quota, "other").await.allowed,
+        "nor closed"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("rate_limit_fallback_total{quota=\"login-ip\"} 4"),
+        "{}",
+        metrics.encode()
+    );
+}

@@ -1,0 +1,78 @@
+//! Account deletion reaching messaging through the users service's outbox: the account's
+//! messages become tombstones; the conversation keeps its order.
+
+use crate::helpers::{expect_json, expect_problem, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_deleted_accounts_messages_become_tombstones() {
+    let app = spawn_app().await;
+    let leaving = app.register("leaving").await;
+    let staying = app.register("staying").await;
+    let conversation = app.conversation(&staying, &[&leaving]).await;
+    app.send(&leaving, &conversation, "from the leaver").await;
+    app.send(&staying, &conversation, "from the stayer").await;
+
+    let deleted = app
+        .users_call(
+            Method::DELETE,
+            "/v1/users/me",
+            Some(&leaving.token),
+            Some(json!({"password": "password-123"})),
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let mut tries = 0;
+    let messages = loop {
+        let page = expect_json(app.get(&path, &staying.token).await, StatusCode::OK).await;
+        let items = page["items"].as_array().unwrap().clone();
+        let leaver_says = items
+            .iter()
+            .find(|m| m["sender_id"] == leaving.id.to_string())
+            .unwrap()
+            .clone();
+        if leaver_says["body"].is_null() {
+            break items;
+        }
+        tries += 1;
+        assert!(
+            tries < 100,
+            "the deletion never reached messaging: {leaver_says}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(messages.len(), 2, "seqs and order are kept");
+    let stayer_says = messages
+        .iter()
+        .find(|m| m["sender_id"] == staying.id.to_string())
+        .unwrap();
+    assert_eq!(stayer_says["body"], "from the stayer");
+    let tombstone = messages
+        .iter()
+        .find(|m| m["sender_id"] == leaving.id.to_string())
+        .unwrap();
+    assert_eq!(tombstone["deleted"], true, "{tombstone}");
+}
+
+#[tokio::test]
+async fn only_the_users_service_reports_deletions() {
+    let app = spawn_app().await;
+    let user = app.register("someone").await;
+    let path = format!("/internal/v1/accounts/{}/deletion", user.id);
+    let by_user = app
+        .request(Method::POST, &path, Some(&user.token), None)
+        .await;
+    expect_problem(by_user, StatusCode::FORBIDDEN, "forbidden").await;
+    let posts_token = test_support::tokens::valid(&test_support::tokens::claims(
+        user.id,
+        json!({"sub": "svc:posts", "aud": "social-internal", "role": "service"}),
+    ));
+    let by_posts = app
+        .request(Method::POST, &path, Some(&posts_token), None)
+        .await;
+    expect_problem(by_posts, StatusCode::FORBIDDEN, "forbidden").await;
+}

@@ -1,0 +1,125 @@
+//! Account deletion reaching the posts service through the users service's outbox: at least
+//! once, even when posts is down at the time, and idempotent.
+
+use crate::helpers::{expect_problem, expect_status, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn count(app: &crate::helpers::TestApp, sql: &'static str, id: Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_deletion_made_while_posts_is_down_is_applied_once_it_is_back() {
+    let mut app = spawn_app().await;
+    let leaving = app.register("leaving").await;
+    let staying = app.register("staying").await;
+    let own = app.post(&leaving, "mine").await;
+    let theirs = app.post(&staying, "theirs").await;
+    let reply = app.reply(&leaving, &theirs, "a reply of mine").await;
+    let liked_own = format!("/v1/posts/{}/like", own["id"].as_str().unwrap());
+    let liked_theirs = format!("/v1/posts/{}/like", theirs["id"].as_str().unwrap());
+    for (who, path) in [(&staying, &liked_own), (&leaving, &liked_theirs)] {
+        let liked = app.request(Method::PUT, path, Some(&who.token), None).await;
+        expect_status(liked, StatusCode::NO_CONTENT).await;
+    }
+    let theirs_id: Uuid = theirs["id"].as_str().unwrap().parse().unwrap();
+
+    app.stop_posts().await;
+    let deleted = app
+        .users_call(
+            Method::DELETE,
+            "/v1/users/me",
+            Some(&leaving.token),
+            Some(json!({"password": "password-123"})),
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // The relay tries, fails, and keeps the event.
+    let failed_attempt = "SELECT count(*) FROM users.outbox
+         WHERE subject_id = $1 AND target = 'posts' AND delivered_at IS NULL AND attempts > 0";
+    let mut tries = 0;
+    while count(&app, failed_attempt, leaving.id).await == 0 {
+        tries += 1;
+        assert!(tries < 100, "the relay never tried while posts was down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
+    assert_eq!(
+        count(&app, left, leaving.id).await,
+        2,
+        "nothing happened yet"
+    );
+
+    app.restart_posts().await;
+    let delivered = "SELECT count(*) FROM users.outbox
+         WHERE subject_id = $1 AND target = 'posts' AND delivered_at IS NOT NULL";
+    let mut tries = 0;
+    while count(&app, delivered, leaving.id).await == 0 {
+        tries += 1;
+        assert!(
+            tries < 200,
+            "the deletion never reached posts after it came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&app, left, leaving.id).await, 0);
+    let likes = "SELECT count(*) FROM posts.likes WHERE user_id = $1";
+    assert_eq!(count(&app, likes, leaving.id).await, 0);
+    // The other author's post keeps exact counters: the like and the reply are gone.
+    let counters: (i64, i64) =
+        sqlx::query_as("SELECT like_count, reply_count FROM posts.posts WHERE id = $1")
+            .bind(theirs_id)
+            .fetch_one(&app.admin_pool)
+            .await
+            .unwrap();
+    assert_eq!(counters, (0, 0));
+    let gone = app
+        .get(
+            &format!("/v1/posts/{}", reply["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    expect_problem(gone, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn the_deletion_endpoint_is_idempotent_and_only_for_the_users_service() {
+    let app = spawn_app().await;
+    let author = app.register("author").await;
+    app.post(&author, "soon gone").await;
+    let path = format!("/internal/v1/accounts/{}/deletion", author.id);
+    let token_of = |service: &str| {
+        test_support::tokens::valid(&test_support::tokens::claims(
+            author.id,
+            json!({"sub": format!("svc:{service}"), "aud": "social-internal", "role": "service"}),
+        ))
+    };
+    // A user token, even the account's own, and another service are refused.
+    let by_user = app
+        .request(Method::POST, &path, Some(&author.token), None)
+        .await;
+    expect_problem(by_user, StatusCode::FORBIDDEN, "forbidden").await;
+    let by_messaging = app
+        .request(Method::POST, &path, Some(&token_of("messaging")), None)
+        .await;
+    expect_problem(by_messaging, StatusCode::FORBIDDEN, "forbidden").await;
+    let anonymous = app.request(Method::POST, &path, None, None).await;
+    expect_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
+    assert_eq!(count(&app, left, author.id).await, 1);
+    // Delivered twice (a lost acknowledgement), applied once.
+    for _ in 0..2 {
+        let by_users = app
+            .request(Method::POST, &path, Some(&token_of("users")), None)
+            .await;
+        expect_status(by_users, StatusCode::NO_CONTENT).await;
+    }
+    assert_eq!(count(&app, left, author.id).await, 0);
+}
