@@ -205,3 +205,30 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
     };
     matches!(tokio::time::timeout(timeout, check).await, Ok(Ok(())))
 }
+
+/// The 503 to answer when `error` says PostgreSQL cannot serve now — unreachable, restarting,
+/// out of connections, or too slow for `statement_timeout` — rather than that a request or our
+/// code is wrong. Clients may retry after `Retry-After`. The cause is logged here.
+pub fn unavailable(error: &sqlx::Error) -> Option<crate::problem::Problem> {
+    let transient = match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exceptions; 57P01-03: shutting down or starting up; 53300: too many
+        // connections; 57014: cancelled by statement_timeout.
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "57014"
+                )
+        }),
+        _ => false,
+    };
+    transient.then(|| {
+        tracing::warn!(error = %error, "database unavailable");
+        crate::problem::Problem::unavailable("the database is unavailable; retry shortly")
+    })
+}

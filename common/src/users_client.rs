@@ -2,9 +2,11 @@
 //! users: followee ids (with a conditional request, so a cached list costs a 304) and author
 //! profiles in batches.
 //!
-//! One `reqwest::Client` built once, with connect and request timeouts; the request id
-//! and trace context are forwarded; reads are retried once on a connection failure and never otherwise, so a slow
-//! users service is not hammered. Answers are untrusted: strict types and a size cap.
+//! One `reqwest::Client` built once, with connect and request timeouts; the request id and trace
+//! context are forwarded; reads are retried once on a connection failure and never otherwise, so
+//! a slow users service is not hammered, and a circuit breaker stops calling it for a while after
+//! repeated failures (callers then answer from cache or 503 at once). Answers are untrusted:
+//! strict types and a size cap.
 
 use crate::config::{ConfigError, Env};
 use crate::telemetry::{CallContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
@@ -29,6 +31,11 @@ pub struct UsersClientSettings {
     pub connect_timeout: Duration,
     /// `USERS_TIMEOUT_MS` (default 2000): bound on a whole request, retries included.
     pub timeout: Duration,
+    /// `USERS_BREAKER_FAILURES` (default 5): consecutive failures that open the circuit.
+    pub breaker_failures: u32,
+    /// `USERS_BREAKER_COOLDOWN_MS` (default 5000): how long an open circuit refuses calls before
+    /// one probe is let through.
+    pub breaker_cooldown: Duration,
 }
 
 impl UsersClientSettings {
@@ -41,6 +48,8 @@ impl UsersClientSettings {
             base_url: base_url.trim_end_matches('/').to_owned(),
             connect_timeout: env.millis("USERS_CONNECT_TIMEOUT_MS", 500)?,
             timeout: env.millis("USERS_TIMEOUT_MS", 2000)?,
+            breaker_failures: env.parse("USERS_BREAKER_FAILURES", 5)?,
+            breaker_cooldown: env.millis("USERS_BREAKER_COOLDOWN_MS", 5000)?,
         })
     }
 }
@@ -129,6 +138,91 @@ struct ProfilesAnswer {
     items: Vec<UserSummary>,
 }
 
+/// A circuit breaker: closed, it lets calls through and counts consecutive failures; at the
+/// threshold it opens and refuses calls for the cool-down; then it lets one probe through
+/// (half-open): a success closes it, a failure opens it again.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BreakerState {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: std::time::Instant,
+    },
+    /// A probe went out at this time; another may go if it never reports back.
+    HalfOpen {
+        since: std::time::Instant,
+    },
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures, for `cooldown`.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            cooldown,
+            state: std::sync::Mutex::new(BreakerState::Closed { failures: 0 }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a call may go out now.
+    pub fn admit(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        match *state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } | BreakerState::HalfOpen { since: until }
+                if now < until =>
+            {
+                false
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
+                *state = BreakerState::HalfOpen {
+                    since: now + self.cooldown,
+                };
+                true
+            }
+        }
+    }
+
+    /// Records how an admitted call went.
+    pub fn record(&self, succeeded: bool) {
+        let mut state = self.state();
+        *state = match (*state, succeeded) {
+            (_, true) => BreakerState::Closed { failures: 0 },
+            (BreakerState::Closed { failures }, false) if failures + 1 < self.threshold => {
+                BreakerState::Closed {
+                    failures: failures + 1,
+                }
+            }
+            (_, false) => {
+                tracing::warn!(cooldown = ?self.cooldown, "users service failing: circuit open");
+                BreakerState::Open {
+                    until: std::time::Instant::now() + self.cooldown,
+                }
+            }
+        };
+    }
+
+    /// Whether calls are being refused now.
+    pub fn is_open(&self) -> bool {
+        !matches!(*self.state(), BreakerState::Closed { .. })
+    }
+}
+
 /// A client of the users service.
 #[derive(Debug, Clone)]
 pub struct UsersClient {
@@ -138,6 +232,7 @@ pub struct UsersClient {
     /// The current service token and when to stop using it.
     service_token: std::sync::Arc<tokio::sync::Mutex<Option<(String, std::time::Instant)>>>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 impl UsersClient {
@@ -154,6 +249,10 @@ impl UsersClient {
             credentials: None,
             service_token: Default::default(),
             metrics: None,
+            breaker: std::sync::Arc::new(Breaker::new(
+                settings.breaker_failures,
+                settings.breaker_cooldown,
+            )),
         })
     }
 
@@ -163,20 +262,42 @@ impl UsersClient {
         self
     }
 
-    fn record<T>(
+    /// The breaker guarding calls (tests look at it).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Makes `call` unless the circuit is open, and records how it went.
+    async fn guarded<T>(
         &self,
         operation: &str,
-        started: std::time::Instant,
-        result: &Result<T, UsersClientError>,
-    ) {
+        call: impl std::future::Future<Output = Result<T, UsersClientError>>,
+    ) -> Result<T, UsersClientError> {
+        let started = std::time::Instant::now();
+        if !self.breaker.admit() {
+            if let Some(metrics) = &self.metrics {
+                metrics.observe_upstream(
+                    "users",
+                    operation,
+                    started.elapsed(),
+                    Some("circuit_open"),
+                );
+            }
+            return Err(UsersClientError::Unavailable(
+                "circuit open: the users service failed repeatedly".into(),
+            ));
+        }
+        let result = call.await;
+        let kind = match &result {
+            Ok(_) | Err(UsersClientError::NotFound) => None,
+            Err(UsersClientError::Unavailable(_)) => Some("unavailable"),
+            Err(UsersClientError::Invalid(_)) => Some("invalid"),
+        };
+        self.breaker.record(kind != Some("unavailable"));
         if let Some(metrics) = &self.metrics {
-            let kind = match result {
-                Ok(_) | Err(UsersClientError::NotFound) => None,
-                Err(UsersClientError::Unavailable(_)) => Some("unavailable"),
-                Err(UsersClientError::Invalid(_)) => Some("invalid"),
-            };
             metrics.observe_upstream("users", operation, started.elapsed(), kind);
         }
+        result
     }
 
     /// The same client, able to call internal endpoints with these credentials.
@@ -233,10 +354,11 @@ impl UsersClient {
         others: &[Uuid],
         ctx: &CallContext,
     ) -> Result<Contactability, UsersClientError> {
-        let started = std::time::Instant::now();
-        let result = self.contactability_once(user, others, ctx).await;
-        self.record("contactability", started, &result);
-        result
+        self.guarded(
+            "contactability",
+            self.contactability_once(user, others, ctx),
+        )
+        .await
     }
 
     async fn contactability_once(
@@ -280,10 +402,11 @@ impl UsersClient {
         cached_etag: Option<&str>,
         ctx: &CallContext,
     ) -> Result<Followees, UsersClientError> {
-        let started = std::time::Instant::now();
-        let result = self.followee_ids_once(user, cached_etag, ctx).await;
-        self.record("followee_ids", started, &result);
-        result
+        self.guarded(
+            "followee_ids",
+            self.followee_ids_once(user, cached_etag, ctx),
+        )
+        .await
     }
 
     async fn followee_ids_once(
@@ -321,10 +444,7 @@ impl UsersClient {
         ids: &[Uuid],
         ctx: &CallContext,
     ) -> Result<Vec<UserSummary>, UsersClientError> {
-        let started = std::time::Instant::now();
-        let result = self.profiles_once(ids, ctx).await;
-        self.record("profiles", started, &result);
-        result
+        self.guarded("profiles", self.profiles_once(ids, ctx)).await
     }
 
     async fn profiles_once(
@@ -419,4 +539,36 @@ async fn read_json<T: DeserializeOwned>(
         }
     }
     serde_json::from_slice(&body).map_err(|e| UsersClientError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_probes_after_the_cooldown_and_closes_on_success() {
+        let breaker = Breaker::new(3, Duration::from_millis(50));
+        for _ in 0..2 {
+            assert!(breaker.admit());
+            breaker.record(false);
+        }
+        assert!(!breaker.is_open(), "two failures are not enough");
+        breaker.record(true);
+        for _ in 0..3 {
+            assert!(breaker.admit());
+            breaker.record(false);
+        }
+        assert!(breaker.is_open());
+        assert!(!breaker.admit(), "open: refused at once");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.admit(), "one probe after the cool-down");
+        assert!(!breaker.admit(), "only one");
+        breaker.record(false);
+        assert!(!breaker.admit(), "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.admit());
+        breaker.record(true);
+        assert!(!breaker.is_open());
+        assert!(breaker.admit() && breaker.admit(), "closed again");
+    }
 }

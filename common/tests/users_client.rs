@@ -67,6 +67,8 @@ fn client(base_url: &str) -> UsersClient {
         base_url: base_url.to_owned(),
         connect_timeout: Duration::from_millis(200),
         timeout: Duration::from_secs(2),
+        breaker_failures: 5,
+        breaker_cooldown: Duration::from_secs(5),
     })
     .unwrap()
 }

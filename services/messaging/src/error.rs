@@ -40,7 +40,10 @@ pub enum MessagingError {
 
 impl From<sqlx::Error> for MessagingError {
     fn from(e: sqlx::Error) -> Self {
-        MessagingError::Unexpected(anyhow::Error::new(e).context("database error"))
+        match common::db::unavailable(&e) {
+            Some(problem) => MessagingError::Problem(problem),
+            None => MessagingError::Unexpected(anyhow::Error::new(e).context("database error")),
+        }
     }
 }
 

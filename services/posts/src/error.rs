@@ -36,7 +36,10 @@ pub enum PostsError {
 
 impl From<sqlx::Error> for PostsError {
     fn from(e: sqlx::Error) -> Self {
-        PostsError::Unexpected(anyhow::Error::new(e).context("database error"))
+        match common::db::unavailable(&e) {
+            Some(problem) => PostsError::Problem(problem),
+            None => PostsError::Unexpected(anyhow::Error::new(e).context("database error")),
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub enum UsersError {
 
 impl From<sqlx::Error> for UsersError {
     fn from(e: sqlx::Error) -> Self {
+        if let Some(problem) = common::db::unavailable(&e) {
+            return UsersError::Problem(problem);
+        }
         let constraint = e
             .as_database_error()
             .and_then(|d| d.constraint())
