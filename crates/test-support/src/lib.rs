@@ -169,3 +169,17 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("a bound address").port()
 }
+
+/// Waits up to ten seconds for `base`'s readiness endpoint to answer 200 (a service started as
+/// a separate process).
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+            && r.status() == reqwest::StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{base} never became ready");
+}

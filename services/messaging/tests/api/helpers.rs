@@ -124,6 +124,16 @@ impl TestApp {
         self.request(Method::GET, path, Some(token), None).await
     }
 
+    /// A GET to the second replica.
+    pub async fn get_b(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address_b))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
         self.request(Method::POST, path, Some(token), Some(body))
             .await

@@ -383,3 +383,76 @@ async fn open_sockets_are_counted_in_the_metrics() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gauge().await, Some(0.0));
 }
+
+/// The next text frame within `within`, if any (pings skipped).
+async fn event_within(socket: &mut Socket, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_messages_are_still_stored_and_caught_up_and_live_delivery_returns() {
+    let redis = faultproxy::FaultProxy::start(([127, 0, 0, 1], 6379).into())
+        .await
+        .unwrap();
+    let redis_url = format!("redis://{}", redis.addr());
+    let app = spawn_app_with(
+        &[],
+        &[
+            ("REDIS_URL", redis_url.as_str()),
+            ("REDIS_TIMEOUT_MS", "200"),
+        ],
+    )
+    .await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let mut bob_on_b = connect(&app.address_b, &bob.token).await;
+    app.send(&alice, &id, "before").await;
+    assert_eq!(next_event(&mut bob_on_b).await["message"]["body"], "before");
+
+    for fault in [faultproxy::Fault::Blackhole, faultproxy::Fault::Down] {
+        redis.set(fault);
+        let started = std::time::Instant::now();
+        let sent = app.send(&alice, &id, &format!("during {fault:?}")).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{fault:?}: send took {:?}",
+            started.elapsed()
+        );
+        // Stored, and readable through the other replica.
+        let seq = sent["seq"].as_i64().unwrap();
+        let caught_up = expect_json(
+            app.get_b(
+                &format!("/v1/conversations/{id}/messages?after_seq={}", seq - 1),
+                &bob.token,
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(caught_up["items"][0]["id"], sent["id"]);
+    }
+
+    // Redis back: the other replica's subscription comes back by itself.
+    redis.set(faultproxy::Fault::None);
+    let started = std::time::Instant::now();
+    loop {
+        app.send(&alice, &id, "after").await;
+        if let Some(event) = event_within(&mut bob_on_b, Duration::from_millis(500)).await
+            && event["message"]["body"] == "after"
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "live delivery across replicas never came back"
+        );
+    }
+}

@@ -21,6 +21,15 @@ pub struct TestApp {
     /// The posts service's handle, and the settings it was started with (to restart it).
     pub posts_server: actix_web::dev::ServerHandle,
     posts_env: Vec<(&'static str, String)>,
+    /// Present when spawned with [`spawn_behind_proxies`].
+    pub proxies: Option<Proxies>,
+}
+
+/// Fault proxies between the posts service and each of its dependencies.
+pub struct Proxies {
+    pub postgres: faultproxy::FaultProxy,
+    pub redis: faultproxy::FaultProxy,
+    pub users: faultproxy::FaultProxy,
 }
 
 pub struct TestUser {
@@ -55,6 +64,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the services with extra posts-service settings.
 pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
+    spawn(overrides, false).await
+}
+
+/// Spawns the services with posts reaching PostgreSQL, Redis and the users service through
+/// fault proxies (the users service itself connects directly).
+pub async fn spawn_behind_proxies(overrides: &[(&'static str, &str)]) -> TestApp {
+    spawn(overrides, true).await
+}
+
+async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
     finished_spans();
     let db = TestDatabase::new().await;
     // The posts port is chosen first, so that the users service's outbox can be pointed at it
@@ -74,17 +93,45 @@ pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
     ]))
     .unwrap();
     let users_app = users::Application::build(users_settings).await.unwrap();
-    let users_address = format!("http://127.0.0.1:{}", users_app.port());
+    let users_port = users_app.port();
+    let users_address = format!("http://127.0.0.1:{users_port}");
     let users_server = users_app.handle();
     tokio::spawn(users_app.run_until_stopped());
+    let proxies = if proxied {
+        let start = |port: u16| faultproxy::FaultProxy::start(([127, 0, 0, 1], port).into());
+        Some(Proxies {
+            postgres: start(5432).await.unwrap(),
+            redis: start(6379).await.unwrap(),
+            users: start(users_port).await.unwrap(),
+        })
+    } else {
+        None
+    };
+    // What posts is given: the dependencies themselves, or the proxies in front of them.
+    let (posts_db, redis_url, users_for_posts) = match &proxies {
+        None => (
+            db.url_for("posts"),
+            "redis://127.0.0.1:6379".to_owned(),
+            users_address.clone(),
+        ),
+        Some(p) => (
+            via(&db.url_for("posts"), p.postgres.addr()),
+            format!("redis://{}", p.redis.addr()),
+            format!("http://{}", p.users.addr()),
+        ),
+    };
 
     let mut env = vec![
         ("PORT", posts_port.to_string()),
         ("HTTP_WORKERS", "1".to_owned()),
-        ("DATABASE_URL", db.url_for("posts")),
+        ("DATABASE_URL", posts_db),
+        ("REDIS_URL", redis_url),
         ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
-        ("JWKS_URL", format!("{users_address}/.well-known/jwks.json")),
-        ("USERS_BASE_URL", users_address.clone()),
+        (
+            "JWKS_URL",
+            format!("{users_for_posts}/.well-known/jwks.json"),
+        ),
+        ("USERS_BASE_URL", users_for_posts),
         ("USERS_TIMEOUT_MS", "1000".to_owned()),
         ("MAX_JSON_BODY_BYTES", "16384".to_owned()),
     ];
@@ -105,7 +152,15 @@ pub async fn spawn_app_with(overrides: &[(&'static str, &str)]) -> TestApp {
         users_server,
         posts_server,
         posts_env: env,
+        proxies,
     }
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme_and_credentials, rest) = url.split_once('@').unwrap();
+    let (_, path) = rest.split_once('/').unwrap();
+    format!("{scheme_and_credentials}@{addr}/{path}")
 }
 
 async fn start_posts(env: &[(&'static str, String)]) -> actix_web::dev::ServerHandle {

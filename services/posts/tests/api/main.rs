@@ -6,7 +6,9 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod crash;
 mod deletion;
+mod faults;
 mod feed;
 mod helpers;
 mod idempotency;

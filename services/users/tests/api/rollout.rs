@@ -32,18 +32,6 @@ fn start_binary(app: &TestApp) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} never became ready");
-}
-
 #[tokio::test]
 async fn sigterm_under_steady_traffic_with_a_replacement_started_loses_no_request() {
     let app = spawn_app().await;
@@ -53,7 +41,7 @@ async fn sigterm_under_steady_traffic_with_a_replacement_started_loses_no_reques
         .build()
         .unwrap();
     let (mut old, old_url) = start_binary(&app);
-    wait_ready(&client, &old_url).await;
+    test_support::wait_ready(&client, &old_url).await;
 
     // A minimal load balancer: requests go round-robin to the instances whose readiness
     // answered 200 at the last probe (every 100 ms), as Kubernetes endpoints would.
@@ -122,7 +110,7 @@ async fn sigterm_under_steady_traffic_with_a_replacement_started_loses_no_reques
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut new, new_url) = start_binary(&app);
-    wait_ready(&client, &new_url).await;
+    test_support::wait_ready(&client, &new_url).await;
     backends.lock().unwrap().push((new_url.clone(), true));
     tokio::time::sleep(Duration::from_millis(500)).await;
 

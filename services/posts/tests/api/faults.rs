@@ -1,0 +1,267 @@
+//! Fault tests: a TCP fault proxy between the posts service and PostgreSQL, Redis and the users
+//! service. Each dependency fails in the ways it fails in production; the service answers
+//! within bounds, says why, and recovers by itself.
+
+use crate::helpers::{TestApp, expect_json, expect_problem, spawn_behind_proxies};
+use faultproxy::Fault;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn proxies(app: &TestApp) -> &crate::helpers::Proxies {
+    app.proxies.as_ref().unwrap()
+}
+
+/// Polls `path` until it answers `status`, for at most `within`.
+async fn eventually(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    status: StatusCode,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let response = app.get(path, token).await;
+        if response.status() == status {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{path} still answers {} after {within:?}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_postgres_down_requests_fail_fast_with_503_and_the_pool_recovers() {
+    let app = spawn_behind_proxies(&[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")]).await;
+    let author = app.register("author").await;
+    let post = app.post(&author, "survives the outage").await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+
+    proxies(&app).postgres.set(Fault::Down);
+    let started = Instant::now();
+    let response = app.get(&path, None).await;
+    let elapsed = started.elapsed();
+    assert!(response.headers().contains_key("retry-after"));
+    expect_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    assert!(elapsed < Duration::from_secs(3), "answered in {elapsed:?}");
+    let write = app
+        .request(
+            Method::POST,
+            "/v1/posts",
+            Some(&author.token),
+            Some(json!({"text": "during"})),
+        )
+        .await;
+    expect_problem(
+        write,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    eventually(
+        &app,
+        "/health/ready",
+        None,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(3),
+    )
+    .await;
+
+    proxies(&app).postgres.set(Fault::None);
+    eventually(&app, &path, None, StatusCode::OK, Duration::from_secs(5)).await;
+    eventually(
+        &app,
+        "/health/ready",
+        None,
+        StatusCode::OK,
+        Duration::from_secs(5),
+    )
+    .await;
+    app.post(&author, "after the outage").await;
+}
+
+#[tokio::test]
+async fn after_a_postgres_restart_every_request_succeeds_again() {
+    let app = spawn_behind_proxies(&[]).await;
+    let author = app.register("author").await;
+    let post = app.post(&author, "before the restart").await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    // Warm the pool with several connections, then kill them all, as a restart does.
+    for _ in 0..5 {
+        expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    }
+    proxies(&app).postgres.set(Fault::Reset);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxies(&app).postgres.set(Fault::None);
+    // Dead pooled connections are found on checkout and replaced: no request fails.
+    for _ in 0..20 {
+        expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    }
+    app.post(&author, "after the restart").await;
+}
+
+#[tokio::test]
+async fn with_redis_hanging_or_down_reads_and_writes_still_work_within_its_timeout() {
+    let app = spawn_behind_proxies(&[("REDIS_TIMEOUT_MS", "200")]).await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    app.follow(&reader, &author).await;
+    app.post(&author, "first").await;
+    expect_json(
+        app.get("/v1/feed", Some(&reader.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    for fault in [Fault::Blackhole, Fault::Down] {
+        proxies(&app).redis.set(fault);
+        let text = format!("written while redis is {fault:?}");
+        let started = Instant::now();
+        app.post(&author, &text).await;
+        let feed = expect_json(
+            app.get("/v1/feed", Some(&reader.token)).await,
+            StatusCode::OK,
+        )
+        .await;
+        let elapsed = started.elapsed();
+        assert_eq!(
+            feed["items"][0]["text"], text,
+            "read-your-writes holds without Redis"
+        );
+        // Each Redis step waits at most REDIS_TIMEOUT_MS (rate limit, caches): slower, bounded.
+        assert!(elapsed < Duration::from_secs(4), "{fault:?}: {elapsed:?}");
+    }
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("rate_limit_fallback_total{quota=\"account\"}"),
+        "rate limits fell back to the process"
+    );
+    proxies(&app).redis.set(Fault::None);
+    app.post(&author, "redis is back").await;
+}
+
+#[tokio::test]
+async fn with_users_down_the_feed_serves_from_cache_or_fails_fast_and_tokens_still_verify() {
+    let app = spawn_behind_proxies(&[
+        ("USERS_TIMEOUT_MS", "500"),
+        ("USERS_BREAKER_COOLDOWN_MS", "500"),
+    ])
+    .await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    let newcomer = app.register("newcomer").await;
+    app.follow(&reader, &author).await;
+    app.post(&author, "cached").await;
+    expect_json(
+        app.get("/v1/feed", Some(&reader.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    proxies(&app).users.set(Fault::Down);
+    // A reader whose followees are cached gets the feed, marked as served from cache.
+    let response = app.get("/v1/feed", Some(&reader.token)).await;
+    assert_eq!(response.headers()["x-served-from-cache"], "followees");
+    let feed = expect_json(response, StatusCode::OK).await;
+    assert_eq!(feed["items"][0]["text"], "cached");
+    // One with nothing cached gets a 503 at once; their token still verifies (keys are cached).
+    let started = Instant::now();
+    let response = app.get("/v1/feed", Some(&newcomer.token)).await;
+    expect_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let own = app
+        .get(
+            &format!("/v1/users/{}/posts", author.id),
+            Some(&newcomer.token),
+        )
+        .await;
+    assert_ne!(own.status(), StatusCode::UNAUTHORIZED);
+
+    proxies(&app).users.set(Fault::None);
+    let started = Instant::now();
+    loop {
+        let response = app.get("/v1/feed", Some(&newcomer.token)).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_users_service_trips_the_breaker_which_stops_calling_it_then_recovers() {
+    let app = spawn_behind_proxies(&[
+        ("USERS_TIMEOUT_MS", "300"),
+        ("USERS_BREAKER_FAILURES", "3"),
+        ("USERS_BREAKER_COOLDOWN_MS", "1000"),
+    ])
+    .await;
+    let readers = [
+        app.register("reader_a").await,
+        app.register("reader_b").await,
+    ];
+    let users = &proxies(&app).users;
+    users.set(Fault::Blackhole);
+    // Three calls time out (300 ms each); the circuit opens.
+    for _ in 0..3 {
+        let response = app.get("/v1/feed", Some(&readers[0].token)).await;
+        expect_problem(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+        )
+        .await;
+    }
+    // Open: answers at once and opens no connection to users.
+    let connections = users.accepted();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let response = app.get("/v1/feed", Some(&readers[1].token)).await;
+        expect_problem(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+        )
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        users.accepted(),
+        connections,
+        "no retry storm against a failing users"
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains("kind=\"circuit_open\""), "counted");
+
+    // After the cool-down one probe goes; users answers again, so the circuit closes.
+    users.set(Fault::None);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for reader in &readers {
+        expect_json(
+            app.get("/v1/feed", Some(&reader.token)).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
