@@ -274,9 +274,29 @@ pub fn query_config() -> web::QueryConfig {
     })
 }
 
-/// Default service for unmatched routes: problem+json 404.
-pub async fn not_found_handler(_req: HttpRequest) -> HttpResponse {
-    Problem::not_found().error_response()
+/// Default service for unmatched routes: problem+json 405 with `Allow` when the path is a known
+/// route's (see [`crate::openapi::KnownRoutes`]) and the method is not one of its, else 404.
+pub async fn not_found_handler(req: HttpRequest) -> HttpResponse {
+    let allowed = req
+        .app_data::<web::Data<crate::openapi::KnownRoutes>>()
+        .and_then(|routes| crate::openapi::methods_of(&routes.0, req.path()))
+        .filter(|methods| !methods.is_empty() && !methods.contains(&req.method().as_str()));
+    match allowed {
+        Some(methods) => {
+            let mut response = Problem::new(
+                actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+            .with_detail(format!("this resource allows {}", methods.join(", ")))
+            .error_response();
+            if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+        None => Problem::not_found().error_response(),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions};
 use std::str::FromStr;
 
+pub mod openapi;
 pub mod tokens;
 
 /// RSA key pairs used only by tests (PKCS#8 private keys, SPKI public keys).

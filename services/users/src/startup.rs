@@ -115,7 +115,10 @@ impl Application {
             .app_data(verifier.clone())
             .configure(routes::configure)
             .split_for_parts();
-            app.service(common::openapi::docs_service(document))
+            app.app_data(web::Data::new(common::openapi::KnownRoutes(
+                document.clone(),
+            )))
+            .service(common::openapi::docs_service(document))
         })
         .workers(base.http.workers)
         .shutdown_timeout(base.http.shutdown_timeout.as_secs())

@@ -73,7 +73,8 @@ pub async fn stream(
 ) -> Result<HttpResponse, actix_web::Error> {
     let token = token_of(&req, &query)?;
     let user = common::auth::authenticate_user(&verifier, &token).await?;
-    let (response, session, messages) = actix_ws::handle_with_protocols(&req, body, &["bearer"])?;
+    let (response, session, messages) = actix_ws::handle_with_protocols(&req, body, &["bearer"])
+        .map_err(|e| Problem::bad_request("websocket_handshake_required", e.to_string()))?;
     let messages = messages.max_frame_size(state.stream.max_frame_bytes);
     let (socket, queue) = state.hub.register(user.id);
     let expires_in = Duration::from_secs(

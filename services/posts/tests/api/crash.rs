@@ -10,9 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// A child process killed when dropped, so that a failing test leaves no server behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The real `posts` binary on `port`, against the test's database and users service.
-fn start_binary(app: &TestApp, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_posts"))
+fn start_binary(app: &TestApp, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_posts"))
         .env("PORT", port.to_string())
         .env("HTTP_WORKERS", "2")
         .env("DATABASE_URL", app._db.url_for("posts"))
@@ -28,7 +38,8 @@ fn start_binary(app: &TestApp, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Server(child)
 }
 
 /// Creates a post with `key` as both idempotency key and text: the new post's id, or why not.
@@ -90,8 +101,8 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    first.kill().unwrap(); // SIGKILL: no drain, no flush, in-flight requests cut.
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL: no drain, no flush, in-flight requests cut.
+    first.0.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let mut acknowledged = BTreeMap::new();
@@ -113,7 +124,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
     );
     assert!(!unacknowledged.is_empty(), "the crash happened under load");
 
-    let mut second = start_binary(&app, port);
+    let second = start_binary(&app, port);
     test_support::wait_ready(&client, &base).await;
     // Clients retry what was not acknowledged, with the same keys; some acknowledged ones too
     // (an acknowledgement lost on the way), which must answer with the original post.
@@ -141,8 +152,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
             "a replay, not a new post"
         );
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 
     let stored: Vec<(String, String)> =
         sqlx::query_as("SELECT text, id::text FROM posts.posts WHERE author_id = $1 ORDER BY text")

@@ -14,3 +14,17 @@ fn the_committed_openapi_document_is_fresh() {
         "docs/openapi/posts.json is stale: run `UPDATE_OPENAPI=1 cargo test -p posts openapi`"
     );
 }
+
+#[test]
+fn no_response_carries_an_email_or_a_credential() {
+    let document: serde_json::Value =
+        serde_json::from_str(&common::openapi::render(&posts::openapi())).unwrap();
+    assert!(test_support::openapi::operations(&document) > 5);
+    let mut fields = test_support::openapi::SECRET_FIELDS.to_vec();
+    fields.push("email");
+    let exposed = test_support::openapi::responses_exposing(&document, &fields, &[]);
+    assert!(exposed.is_empty(), "{exposed:?}");
+    // The check sees fields where they are.
+    let authors = test_support::openapi::responses_exposing(&document, &["username"], &[]);
+    assert!(!authors.is_empty());
+}

@@ -212,3 +212,35 @@ async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
     assert!(sample(&text, r#"db_pool_connections{state="max"}"#).is_some_and(|max| max > 0.0));
     assert!(sample(&text, r#"redis_pool_connections{state="total"}"#).is_some());
 }
+
+#[tokio::test]
+async fn a_known_path_with_a_method_it_lacks_is_405_with_allow_and_an_unknown_path_404() {
+    let app = spawn_app().await;
+    let response = app
+        .request(reqwest::Method::PUT, "/v1/auth/login", None, None)
+        .await;
+    assert_eq!(response.headers()["allow"], "POST");
+    expect_problem(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    let templated = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/users/{}", uuid::Uuid::now_v7()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(templated.headers()["allow"], "GET");
+    expect_problem(
+        templated,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    let unknown = app.get("/v1/no-such-thing", None).await;
+    expect_problem(unknown, StatusCode::NOT_FOUND, "not_found").await;
+}

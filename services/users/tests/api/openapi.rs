@@ -28,3 +28,28 @@ async fn the_service_serves_its_document_and_an_offline_docs_page() {
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
 }
+
+#[test]
+fn no_response_carries_a_credential_and_only_your_own_account_carries_an_email() {
+    let document: serde_json::Value =
+        serde_json::from_str(&common::openapi::render(&users::openapi())).unwrap();
+    assert!(test_support::openapi::operations(&document) > 20);
+    let secrets = test_support::openapi::responses_exposing(
+        &document,
+        &test_support::openapi::SECRET_FIELDS,
+        &[],
+    );
+    assert!(secrets.is_empty(), "{secrets:?}");
+    // The email is private: only the account's own profile (and the sign-up that creates it)
+    // shows it; public profiles, lists, batches and the admin log do not.
+    let own = [
+        ("get", "/v1/users/me"),
+        ("patch", "/v1/users/me"),
+        ("post", "/v1/auth/register"),
+    ];
+    let emails = test_support::openapi::responses_exposing(&document, &["email"], &own);
+    assert!(emails.is_empty(), "{emails:?}");
+    // The check sees the email where it is.
+    let all = test_support::openapi::responses_exposing(&document, &["email"], &[]);
+    assert_eq!(all.len(), 3, "{all:?}");
+}
