@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod problem;
 pub mod ratelimit;
 pub mod redis;
+pub mod request_meta;
 pub mod service;
 pub mod telemetry;
 pub mod users_client;

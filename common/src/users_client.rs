@@ -87,6 +87,32 @@ pub struct ContactabilityRequest {
     pub user_ids: Vec<Uuid>,
 }
 
+/// A security event another service reports to the users service's audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditReport {
+    /// The reporter's own id for the event, unique per event: a report delivered twice is
+    /// recorded once.
+    pub source_id: String,
+    /// What happened (`moderation.post_deleted`).
+    pub event: String,
+    /// When it happened.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// Who acted.
+    pub actor_id: Option<Uuid>,
+    /// Whom it concerned.
+    pub subject_id: Option<Uuid>,
+    /// The acting client's address.
+    pub ip: Option<String>,
+    /// Its user agent.
+    pub user_agent: Option<String>,
+    /// The request id of the request that did it.
+    pub request_id: Option<String>,
+    /// Event-specific facts.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
 /// Whether a user may message others.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contactability {
@@ -386,6 +412,33 @@ impl UsersClient {
         match response.status() {
             StatusCode::OK => read_json(response).await,
             StatusCode::NOT_FOUND => Err(UsersClientError::NotFound),
+            status if status.is_server_error() => {
+                Err(UsersClientError::Unavailable(format!("status {status}")))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reports a security event to the audit log (an internal endpoint; needs credentials).
+    /// Idempotent on `report.source_id`.
+    #[tracing::instrument(skip_all, fields(event = %report.event), err)]
+    pub async fn report_audit(&self, report: &AuditReport) -> Result<(), UsersClientError> {
+        self.guarded("report_audit", self.report_audit_once(report))
+            .await
+    }
+
+    async fn report_audit_once(&self, report: &AuditReport) -> Result<(), UsersClientError> {
+        let token = self.service_token().await?;
+        let response = self
+            .http
+            .post(format!("{}/internal/v1/audit", self.base_url))
+            .bearer_auth(token)
+            .json(report)
+            .send()
+            .await
+            .map_err(|e| UsersClientError::Unavailable(e.to_string()))?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
             status if status.is_server_error() => {
                 Err(UsersClientError::Unavailable(format!("status {status}")))
             }

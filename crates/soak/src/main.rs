@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .map_or(Ok(10), |m| m.parse())?;
     let duration = Duration::from_secs(minutes * 60);
 
-    let db = TestDatabase::new().await;
+    let db = TestDatabase::with_prefix("soak").await;
     let prefix = test_support::redis_prefix();
     let postgres = FaultProxy::start(([127, 0, 0, 1], 5432).into()).await?;
     let redis = FaultProxy::start(([127, 0, 0, 1], 6379).into()).await?;

@@ -56,7 +56,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates the database and bootstraps every service's role and schema in it.
     pub async fn new() -> Self {
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        Self::with_prefix("test").await
+    }
+
+    /// As [`new`](Self::new), named `<prefix>_<uuid>`. `scripts/test` drops leftover `test_`
+    /// databases when it starts; a long run beside it (the soak) takes another prefix.
+    pub async fn with_prefix(prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let admin = admin_options();
         let roles: Vec<ServiceRole> = SERVICES
             .iter()

@@ -3,7 +3,7 @@
 use common::config::{ConfigError, Env};
 use common::ratelimit::Quota;
 use common::service::ServiceSettings;
-use common::users_client::UsersClientSettings;
+use common::users_client::{ServiceCredentials, UsersClientSettings};
 use std::time::Duration;
 
 /// Default port of the posts service.
@@ -21,6 +21,12 @@ pub struct Settings {
     /// `FOLLOWEES_CACHE_TTL_SECS` (default 3600): how long a followee list is kept to stand in
     /// while the users service is down (it is revalidated on every read while it is up).
     pub followees_cache_ttl: Duration,
+    /// `SERVICE_CLIENT_ID` / `SERVICE_CLIENT_SECRET`: this service's credentials for the users
+    /// service's internal endpoints (moderation reports).
+    pub credentials: ServiceCredentials,
+    /// `AUDIT_REPORT_POLL_MS` (default 1000): how often unreported moderation actions are
+    /// looked for.
+    pub audit_report_poll: Duration,
     /// `RATE_LIMIT_POST_CREATE` (default `300/10800`, Mastodon's): posts one account may write.
     pub post_create: Quota,
 }
@@ -38,6 +44,11 @@ impl Settings {
             users: UsersClientSettings::from_env(env)?,
             author_cache_ttl: env.seconds("AUTHOR_CACHE_TTL_SECS", 60)?,
             followees_cache_ttl: env.seconds("FOLLOWEES_CACHE_TTL_SECS", 3600)?,
+            credentials: ServiceCredentials {
+                client_id: env.string("SERVICE_CLIENT_ID", "posts"),
+                client_secret: env.secret("SERVICE_CLIENT_SECRET", "posts-dev-secret"),
+            },
+            audit_report_poll: env.millis("AUDIT_REPORT_POLL_MS", 1000)?,
             post_create: env.parse("RATE_LIMIT_POST_CREATE", Quota::per_seconds(300, 10800))?,
         })
     }

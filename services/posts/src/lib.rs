@@ -4,6 +4,7 @@
 //! users it asks the users service (`directory`), never its tables. Routes live in `routes/`,
 //! rules in `domain/`, SQL in `store/`.
 
+pub mod audit_report;
 pub mod config;
 pub mod directory;
 pub mod domain;

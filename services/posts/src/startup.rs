@@ -94,6 +94,13 @@ impl Application {
             post_create: settings.post_create,
         });
         spawn_idempotency_purge(infra.db.clone());
+        crate::audit_report::spawn(
+            infra.db.clone(),
+            UsersClient::new(&settings.users)?
+                .with_credentials(settings.credentials.clone())
+                .with_metrics(infra.metrics.clone().into_inner()),
+            settings.audit_report_poll,
+        );
         let readiness = infra.readiness.clone();
         let metrics = infra.metrics.clone();
         let limiter = infra.limiter.clone();

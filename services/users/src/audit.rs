@@ -1,15 +1,9 @@
 //! What the audit log records about a request, and the events it knows.
 
 use crate::store::audit::{self, NewEntry};
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
-use common::ratelimit::RateLimiter;
+pub use common::request_meta::RequestMeta;
 use sqlx::PgExecutor;
-use std::future::{Ready, ready};
 use uuid::Uuid;
-
-/// Longest `User-Agent` kept; the rest is cut off.
-const MAX_USER_AGENT: usize = 512;
 
 /// The security events the log records, with their stable names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +18,8 @@ pub enum Event {
     Suspended,
     Unsuspended,
     AccountDeleted,
+    /// Reported by posts.
+    ModerationPostDeleted,
 }
 
 impl Event {
@@ -40,11 +36,12 @@ impl Event {
             Event::Suspended => "admin.suspended",
             Event::Unsuspended => "admin.unsuspended",
             Event::AccountDeleted => "account.deleted",
+            Event::ModerationPostDeleted => "moderation.post_deleted",
         }
     }
 
     /// Every event, for validating filters.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 11] = [
         Event::Registered,
         Event::LoginSucceeded,
         Event::LoginFailed,
@@ -55,61 +52,31 @@ impl Event {
         Event::Suspended,
         Event::Unsuspended,
         Event::AccountDeleted,
+        Event::ModerationPostDeleted,
     ];
 }
 
-/// Where a request came from: its client address (as the rate limiter sees it, through
-/// `TRUSTED_PROXY_HOPS`), user agent and request id.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-}
-
-impl FromRequest for RequestMeta {
-    type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let hops = req
-            .app_data::<web::Data<RateLimiter>>()
-            .map_or(0, |l| l.settings().trusted_proxy_hops);
-        let user_agent = req
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
-        ready(Ok(Self {
-            ip: common::ratelimit::client_ip(req, hops).map(|ip| ip.to_string()),
-            user_agent,
-            request_id: common::telemetry::call_context_of(req).request_id,
-        }))
-    }
-}
-
-impl RequestMeta {
-    /// Appends `event` to the audit log, in whatever transaction `db` is.
-    pub async fn record(
-        &self,
-        db: impl PgExecutor<'_>,
-        event: Event,
-        actor: Option<Uuid>,
-        subject: Option<Uuid>,
-        detail: serde_json::Value,
-    ) -> Result<(), sqlx::Error> {
-        audit::append(
-            db,
-            &NewEntry {
-                event: event.as_str(),
-                actor_id: actor,
-                subject_id: subject,
-                ip: self.ip.as_deref(),
-                user_agent: self.user_agent.as_deref(),
-                request_id: self.request_id.as_deref(),
-                detail,
-            },
-        )
-        .await
-    }
+/// Appends `event`, from the request described by `meta`, to the audit log, in whatever
+/// transaction `db` is.
+pub async fn record(
+    meta: &RequestMeta,
+    db: impl PgExecutor<'_>,
+    event: Event,
+    actor: Option<Uuid>,
+    subject: Option<Uuid>,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    audit::append(
+        db,
+        &NewEntry {
+            event: event.as_str(),
+            actor_id: actor,
+            subject_id: subject,
+            ip: meta.ip.as_deref(),
+            user_agent: meta.user_agent.as_deref(),
+            request_id: meta.request_id.as_deref(),
+            detail,
+        },
+    )
+    .await
 }

@@ -186,6 +186,7 @@ pub async fn edit(
 #[delete("/v1/posts/{id}")]
 pub async fn remove(
     state: web::Data<AppState>,
+    meta: common::request_meta::RequestMeta,
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, PostsError> {
@@ -199,7 +200,7 @@ pub async fn remove(
         .await?
         .ok_or(PostsError::NotFound)?;
     if deleted.author_id != user.id {
-        posts::record_moderation(&mut tx, &deleted, user.id).await?;
+        posts::record_moderation(&mut tx, &deleted, user.id, &meta).await?;
         tracing::info!(post_id = %deleted.id, author_id = %deleted.author_id, "post removed by moderation");
     }
     tx.commit().await?;

@@ -5,4 +5,5 @@ pub mod accounts;
 pub mod feed;
 pub mod idempotency;
 pub mod likes;
+pub mod moderation;
 pub mod posts;

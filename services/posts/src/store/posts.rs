@@ -136,15 +136,20 @@ pub async fn record_moderation(
     conn: &mut PgConnection,
     post: &PostRow,
     moderator: Uuid,
+    meta: &common::request_meta::RequestMeta,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        r#"INSERT INTO posts.moderation_actions (id, post_id, author_id, moderator_id, action, post_text)
-           VALUES ($1, $2, $3, $4, 'delete', $5)"#,
+        r#"INSERT INTO posts.moderation_actions
+               (id, post_id, author_id, moderator_id, action, post_text, ip, user_agent, request_id)
+           VALUES ($1, $2, $3, $4, 'delete', $5, $6, $7, $8)"#,
         Uuid::now_v7(),
         post.id,
         post.author_id,
         moderator,
         post.text,
+        meta.ip,
+        meta.user_agent,
+        meta.request_id,
     )
     .execute(&mut *conn)
     .await?;

@@ -123,3 +123,78 @@ async fn the_deletion_endpoint_is_idempotent_and_only_for_the_users_service() {
     }
     assert_eq!(count(&app, left, author.id).await, 0);
 }
+
+#[tokio::test]
+async fn a_moderation_action_reaches_the_audit_log_even_when_users_was_down_at_the_time() {
+    let app = crate::helpers::spawn_behind_proxies(&[("AUDIT_REPORT_POLL_MS", "100")]).await;
+    let author = app.register("author").await;
+    let moderator = app.with_role("mod", "moderator").await;
+    let admin = app.with_role("root", "admin").await;
+    let post = app.post(&author, "rule-breaking").await;
+    let post_id = post["id"].as_str().unwrap().to_owned();
+
+    // Users is unreachable from posts while the moderator acts: the action is kept and reported
+    // once it is back. (Tokens still verify from cached keys.)
+    let users = &app.proxies.as_ref().unwrap().users;
+    users.set(faultproxy::Fault::Down);
+    let deleted = app
+        .client
+        .delete(format!("{}/v1/posts/{post_id}", app.address))
+        .bearer_auth(&moderator.token)
+        .header("user-agent", "mod-console/2")
+        .header("x-request-id", "moderation-1")
+        .send()
+        .await
+        .unwrap();
+    expect_status(deleted, StatusCode::NO_CONTENT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reported = "SELECT count(*) FROM posts.moderation_actions WHERE author_id = $1 AND reported_at IS NOT NULL";
+    assert_eq!(count(&app, reported, author.id).await, 0);
+
+    users.set(faultproxy::Fault::None);
+    let mut tries = 0;
+    let entry = loop {
+        let page: serde_json::Value = app
+            .users_call(
+                Method::GET,
+                "/v1/admin/audit?event=moderation.post_deleted",
+                Some(&admin.token),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(entry) = page["items"].as_array().and_then(|items| items.first()) {
+            break entry.clone();
+        }
+        tries += 1;
+        assert!(
+            tries < 100,
+            "the moderation action never reached the audit log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry["actor_id"], moderator.id.to_string());
+    assert_eq!(entry["subject_id"], author.id.to_string());
+    assert_eq!(entry["detail"]["post_id"], post_id);
+    assert_eq!(entry["user_agent"], "mod-console/2");
+    assert_eq!(entry["request_id"], "moderation-1");
+    assert_eq!(count(&app, reported, author.id).await, 1);
+
+    // Reported once, even if delivered again.
+    let again = "UPDATE posts.moderation_actions SET reported_at = NULL, next_report_at = now() WHERE author_id = $1";
+    sqlx::query(again)
+        .bind(author.id)
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
+    let mut tries = 0;
+    while count(&app, reported, author.id).await == 0 {
+        tries += 1;
+        assert!(tries < 100, "never re-sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = "SELECT count(*) FROM users.audit_log WHERE event = 'moderation.post_deleted' AND subject_id = $1";
+    assert_eq!(count(&app, recorded, author.id).await, 1);
+}

@@ -1,7 +1,7 @@
 //! `/v1/users/me/password` and `DELETE /v1/users/me`: what an account holder may do to the
 //! account itself, each confirmed with the current password.
 
-use crate::audit::{Event, RequestMeta};
+use crate::audit::{self, Event, RequestMeta};
 use crate::domain::Password;
 use crate::error::{FieldErrors, UsersError};
 use crate::passwords;
@@ -105,7 +105,8 @@ pub async fn change_password(
         return Err(UsersError::NotFound);
     }
     refresh_tokens::revoke_account(&mut *tx, user.id).await?;
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::PasswordChanged,
         Some(user.id),
@@ -149,7 +150,8 @@ pub async fn delete_me(
         return Err(UsersError::NotFound);
     }
     outbox::enqueue(&mut *tx, &DELETION_TARGETS, "account_deleted", user.id).await?;
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::AccountDeleted,
         Some(user.id),

@@ -3,10 +3,11 @@
 //! The caller's role is read from the database, not only from the token, so an admin who was
 //! demoted loses these powers at once rather than when their token expires.
 
-use crate::audit::{Event, RequestMeta};
+use crate::audit::{self, Event, RequestMeta};
 use crate::error::UsersError;
 use crate::startup::AppState;
-use crate::store::{accounts, audit, refresh_tokens};
+use crate::store::audit as audit_store;
+use crate::store::{accounts, refresh_tokens};
 use actix_web::{HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
@@ -67,7 +68,8 @@ pub async fn set_role(
         return Err(UsersError::NotFound);
     }
     let detail = json!({"role": body.role});
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::RoleChanged,
         Some(user.id),
@@ -106,7 +108,8 @@ pub async fn suspend(
         return Err(UsersError::NotFound);
     }
     refresh_tokens::revoke_account(&mut *tx, *id).await?;
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::Suspended,
         Some(user.id),
@@ -143,7 +146,8 @@ pub async fn unsuspend(
     if !accounts::set_suspended(&mut *tx, *id, false).await? {
         return Err(UsersError::NotFound);
     }
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::Unsuspended,
         Some(user.id),
@@ -234,7 +238,7 @@ pub async fn audit_log(
         )]));
     }
     let before = request.after.as_ref().map(|p| p.id);
-    let rows = audit::list(
+    let rows = audit_store::list(
         &state.db,
         query.user_id,
         query.event.as_deref(),

@@ -1,6 +1,6 @@
 //! `/v1/auth/*`: registration, sign-in, refresh rotation, logout, and service tokens.
 
-use crate::audit::{Event, RequestMeta};
+use crate::audit::{self, Event, RequestMeta};
 use crate::domain::{DisplayName, Email, Login, Password, Username};
 use crate::error::{FieldErrors, UsersError};
 use crate::routes::profiles::PrivateProfile;
@@ -177,7 +177,8 @@ pub async fn register(
     let mut tx = state.db.begin().await?;
     let account = accounts::insert(&mut *tx, &username, &email, &hash, &display_name).await?;
     let pair = issue_pair(&state, &mut tx, account.id, Role::User, Uuid::now_v7()).await?;
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::Registered,
         Some(account.id),
@@ -246,8 +247,7 @@ pub async fn login(
             };
             let subject = other.as_ref().map(|a| a.id);
             let detail = json!({"login": login.as_str(), "reason": reason});
-            meta.record(&state.db, Event::LoginFailed, None, subject, detail)
-                .await?;
+            audit::record(&meta, &state.db, Event::LoginFailed, None, subject, detail).await?;
             return Err(if reason == "suspended" {
                 UsersError::Suspended
             } else {
@@ -265,7 +265,8 @@ pub async fn login(
     )
     .await?;
     let detail = json!({});
-    meta.record(
+    audit::record(
+        &meta,
         &mut *tx,
         Event::LoginSucceeded,
         Some(account.id),
@@ -304,8 +305,15 @@ pub async fn refresh(
             refresh_tokens::revoke_family(&mut *tx, known.family_id).await?;
             let detail = json!({"family_id": known.family_id});
             let subject = Some(known.account_id);
-            meta.record(&mut *tx, Event::RefreshTokenReused, None, subject, detail)
-                .await?;
+            audit::record(
+                &meta,
+                &mut *tx,
+                Event::RefreshTokenReused,
+                None,
+                subject,
+                detail,
+            )
+            .await?;
             tx.commit().await?;
             tracing::warn!(family_id = %known.family_id, "refresh token re-used: family revoked");
         }
@@ -355,8 +363,7 @@ pub async fn logout(
             Some(known.account_id),
             json!({"family_id": known.family_id}),
         );
-        meta.record(&mut *tx, Event::LoggedOut, who, who, detail)
-            .await?;
+        audit::record(&meta, &mut *tx, Event::LoggedOut, who, who, detail).await?;
         tx.commit().await?;
     }
     Ok(HttpResponse::NoContent().finish())

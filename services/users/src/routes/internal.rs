@@ -1,13 +1,14 @@
 //! `/internal/v1/*`: endpoints for our other services only (service tokens; user tokens → 403).
 
+use crate::audit::Event;
 use crate::error::UsersError;
 use crate::startup::AppState;
-use crate::store::accounts;
+use crate::store::{accounts, audit};
 use actix_web::{HttpResponse, get, post, web};
 use common::auth::ServiceCaller;
 use common::problem::FieldError;
 use common::problem::Problem;
-use common::users_client::{Contactability, ContactabilityRequest};
+use common::users_client::{AuditReport, Contactability, ContactabilityRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -99,4 +100,55 @@ pub async fn contactability(
         unknown,
         unavailable,
     }))
+}
+
+/// Events other services may report, by reporter.
+const REPORTABLE: [(&str, Event); 1] = [("posts", Event::ModerationPostDeleted)];
+
+/// Records a security event another service reports (posts reports moderation). Idempotent on
+/// `source_id`: reports are delivered at least once.
+#[utoipa::path(
+    tag = "internal",
+    security(("bearer" = [])),
+    request_body = AuditReport,
+    responses(
+        (status = 204, description = "Recorded (now or before)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a service token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An event this service may not report, or invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/internal/v1/audit")]
+pub async fn report_audit(
+    state: web::Data<AppState>,
+    caller: ServiceCaller,
+    body: web::Json<AuditReport>,
+) -> Result<HttpResponse, UsersError> {
+    let allowed = REPORTABLE
+        .iter()
+        .any(|(reporter, event)| *reporter == caller.name && event.as_str() == body.event);
+    let mut errors = Vec::new();
+    if !allowed {
+        errors.push(FieldError::new(
+            "event",
+            "not an event this service may report",
+        ));
+    }
+    if body.source_id.is_empty() || body.source_id.len() > 200 {
+        errors.push(FieldError::new("source_id", "must be 1 to 200 characters"));
+    }
+    if body
+        .ip
+        .as_deref()
+        .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_err())
+    {
+        errors.push(FieldError::new("ip", "must be an IP address"));
+    }
+    if !errors.is_empty() {
+        return Err(UsersError::Validation(errors));
+    }
+    let mut report = body.into_inner();
+    report.source_id = format!("{}:{}", caller.name, report.source_id);
+    audit::append_reported(&state.db, &report).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

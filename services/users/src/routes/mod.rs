@@ -42,6 +42,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(admin::audit_log)
         .service(internal::account)
         .service(internal::contactability)
+        .service(internal::report_audit)
         .service(common::auth::session);
 }
 

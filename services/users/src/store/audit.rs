@@ -85,3 +85,30 @@ pub async fn list(
     .fetch_all(db)
     .await
 }
+
+/// Appends an event another service reported, unless its `source_id` is already recorded.
+/// Returns whether it was new.
+#[tracing::instrument(skip_all, err)]
+pub async fn append_reported(
+    db: impl PgExecutor<'_>,
+    report: &common::users_client::AuditReport,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        r#"INSERT INTO users.audit_log
+               (occurred_at, event, actor_id, subject_id, ip, user_agent, request_id, detail, source_id)
+           VALUES ($1, $2, $3, $4, $5::text::inet, left($6, 512), left($7, 128), $8, $9)
+           ON CONFLICT (source_id) WHERE source_id IS NOT NULL DO NOTHING"#,
+        report.occurred_at,
+        report.event,
+        report.actor_id,
+        report.subject_id,
+        report.ip,
+        report.user_agent,
+        report.request_id,
+        report.detail,
+        report.source_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}

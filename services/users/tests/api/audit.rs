@@ -193,3 +193,68 @@ async fn bad_audit_queries_are_refused() {
         expect_problem(response, status, code).await;
     }
 }
+
+fn service_token(service: &str) -> String {
+    test_support::tokens::valid(&test_support::tokens::claims(
+        uuid::Uuid::nil(),
+        json!({"sub": format!("svc:{service}"), "aud": "social-internal", "role": "service"}),
+    ))
+}
+
+#[tokio::test]
+async fn only_posts_reports_moderation_and_each_report_is_recorded_once() {
+    let app = spawn_app().await;
+    let admin = app.register_admin("root").await;
+    let report = json!({
+        "source_id": "moderation:1", "event": "moderation.post_deleted",
+        "occurred_at": "2026-11-22T10:00:00Z", "actor_id": admin.id, "subject_id": admin.id,
+        "ip": "192.0.2.1", "user_agent": "ua", "request_id": "r-1", "detail": {"post_id": "p"},
+    });
+    let user = app.register("plain").await;
+    let as_user = app
+        .post(
+            "/internal/v1/audit",
+            Some(&user.access_token),
+            report.clone(),
+        )
+        .await;
+    expect_problem(as_user, StatusCode::FORBIDDEN, "forbidden").await;
+    let as_messaging = app
+        .post(
+            "/internal/v1/audit",
+            Some(&service_token("messaging")),
+            report.clone(),
+        )
+        .await;
+    expect_problem(
+        as_messaging,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let mut bad = report.clone();
+    bad["ip"] = json!("not an address");
+    bad["event"] = json!("admin.suspended");
+    let body = expect_problem(
+        app.post("/internal/v1/audit", Some(&service_token("posts")), bad)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+    for _ in 0..2 {
+        let response = app
+            .post(
+                "/internal/v1/audit",
+                Some(&service_token("posts")),
+                report.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let entries = entries(&app, &admin.access_token, "&event=moderation.post_deleted").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["ip"], "192.0.2.1");
+    assert_eq!(entries[0]["occurred_at"], "2026-11-22T10:00:00Z");
+}
