@@ -19,6 +19,8 @@ use uuid::Uuid;
 pub struct Targets {
     pub posts: String,
     pub messaging: String,
+    /// A second messaging replica, where the WebSocket scenario's recipients listen.
+    pub messaging_b: String,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -219,37 +221,9 @@ pub async fn run(
         .pool_max_idle_per_host(512)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let warmup = 3.0_f64.min(seconds);
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let total = ((warmup + seconds) * rate).round() as u64;
-    let measured_from = (warmup * rate).round() as u64;
+    let schedule = Schedule::new(rate, seconds);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration, bool)>();
-    let start = Instant::now() + Duration::from_millis(200);
-    // The schedule is kept by an OS thread: tokio's timer has a 1 ms resolution, and every
-    // millisecond of lateness would be charged to the server as latency.
-    let (ticks, mut due) = mpsc::unbounded_channel::<(u64, Instant)>();
-    let clock = std::thread::spawn(move || {
-        let mut last_sent = start;
-        for i in 0..total {
-            let intended = start + interval.mul_f64(i as f64);
-            // Sleep most of the wait, then spin the last fraction: a sleeping thread wakes
-            // tens of microseconds late.
-            let spin = Duration::from_micros(300);
-            if let Some(wait) = intended.checked_duration_since(Instant::now())
-                && wait > spin
-            {
-                std::thread::sleep(wait - spin);
-            }
-            while Instant::now() < intended {
-                std::hint::spin_loop();
-            }
-            last_sent = Instant::now();
-            if ticks.send((i, intended)).is_err() {
-                break;
-            }
-        }
-        last_sent
-    });
+    let (clock, mut due) = schedule.start();
     while let Some((i, intended)) = due.recv().await {
         let (client, plan, tx) = (client.clone(), plan.clone(), tx.clone());
         tokio::spawn(async move {
@@ -264,21 +238,109 @@ pub async fn run(
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut errors) = (0u64, 0u64);
     while let Some((i, latency, ok)) = rx.recv().await {
-        if i < measured_from {
+        if i < schedule.measured_from {
             continue;
         }
         requests += 1;
         if !ok {
             errors += 1;
         }
-        histogram.record(
-            u64::try_from(latency.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        )?;
+        record(&mut histogram, latency)?;
     }
-    let measured_start = start + interval.mul_f64(measured_from as f64);
-    let sending = last_sent.saturating_duration_since(measured_start) + interval;
+    Ok(report(
+        scenario, &schedule, last_sent, requests, errors, &histogram,
+    ))
+}
+
+/// Records one latency, in microseconds.
+pub fn record(histogram: &mut Histogram<u64>, latency: Duration) -> anyhow::Result<()> {
+    histogram.record(
+        u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1),
+    )?;
+    Ok(())
+}
+
+/// The fixed arrival schedule of a run: a warm-up, then `seconds` measured.
+pub struct Schedule {
+    pub rate: f64,
+    pub seconds: f64,
+    pub start: Instant,
+    pub interval: Duration,
+    pub total: u64,
+    /// Requests before this one are the warm-up.
+    pub measured_from: u64,
+}
+
+impl Schedule {
+    /// `rate` per second for a warm-up of up to 3 s and then `seconds`.
+    pub fn new(rate: f64, seconds: f64) -> Self {
+        let warmup = 3.0_f64.min(seconds);
+        Self {
+            rate,
+            seconds,
+            start: Instant::now() + Duration::from_millis(200),
+            interval: Duration::from_secs_f64(1.0 / rate),
+            total: ((warmup + seconds) * rate).round() as u64,
+            measured_from: (warmup * rate).round() as u64,
+        }
+    }
+
+    /// The intended send time of request `i`.
+    pub fn intended(&self, i: u64) -> Instant {
+        self.start + self.interval.mul_f64(i as f64)
+    }
+
+    /// Starts the clock: `(i, intended time)` for every request, on time. The schedule is kept
+    /// by an OS thread: tokio's timer has a 1 ms resolution, and every millisecond of lateness
+    /// would be charged to the server as latency. The thread returns when the last was sent.
+    pub fn start(
+        &self,
+    ) -> (
+        std::thread::JoinHandle<Instant>,
+        mpsc::UnboundedReceiver<(u64, Instant)>,
+    ) {
+        let (ticks, due) = mpsc::unbounded_channel::<(u64, Instant)>();
+        let (start, interval, total) = (self.start, self.interval, self.total);
+        let clock = std::thread::spawn(move || {
+            let mut last_sent = start;
+            for i in 0..total {
+                let intended = start + interval.mul_f64(i as f64);
+                // Sleep most of the wait, then spin the last fraction: a sleeping thread wakes
+                // tens of microseconds late.
+                let spin = Duration::from_micros(300);
+                if let Some(wait) = intended.checked_duration_since(Instant::now())
+                    && wait > spin
+                {
+                    std::thread::sleep(wait - spin);
+                }
+                while Instant::now() < intended {
+                    std::hint::spin_loop();
+                }
+                last_sent = Instant::now();
+                if ticks.send((i, intended)).is_err() {
+                    break;
+                }
+            }
+            last_sent
+        });
+        (clock, due)
+    }
+}
+
+/// The report of a run on `schedule` whose last request left at `last_sent`.
+pub fn report(
+    scenario: &str,
+    schedule: &Schedule,
+    last_sent: Instant,
+    requests: u64,
+    errors: u64,
+    histogram: &Histogram<u64>,
+) -> Report {
+    let rate = schedule.rate;
+    let measured_start = schedule.intended(schedule.measured_from);
+    let sending = last_sent.saturating_duration_since(measured_start) + schedule.interval;
     let achieved_rate = requests as f64 / sending.as_secs_f64();
     let ms = |us: u64| us as f64 / 1000.0;
     let latency_ms = Latency {
@@ -290,14 +352,63 @@ pub async fn run(
         mean: histogram.mean() / 1000.0,
     };
     let valid = errors == 0 && (achieved_rate - rate).abs() <= rate * 0.01;
-    Ok(Report {
+    Report {
         scenario: scenario.to_owned(),
         target_rate: rate,
         achieved_rate,
-        seconds,
+        seconds: schedule.seconds,
         requests,
         errors,
         latency_ms,
         valid,
-    })
+    }
+}
+
+/// A closed-loop saturation run: `concurrency` workers send `scenario`'s requests back to back
+/// for `seconds` (after a 2 s warm-up); the answer is how many succeeded per second.
+pub async fn saturate(
+    scenario: &str,
+    concurrency: usize,
+    seconds: f64,
+    targets: &Targets,
+    work_dir: &str,
+    keys_dir: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(format!("{work_dir}/manifest.json")).context("run `loadgen seed` first")?,
+    )?;
+    let plan = Arc::new(plan(scenario, targets, &manifest, keys_dir)?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let measure_from = Instant::now() + Duration::from_secs(2);
+    let end = measure_from + Duration::from_secs_f64(seconds);
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, plan, next) = (client.clone(), plan.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < end {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sent = Instant::now();
+                let success = send(&client, (plan.calls)(i)).await;
+                if sent >= measure_from && Instant::now() <= end {
+                    if success { ok += 1 } else { failed += 1 }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for worker in workers {
+        let (o, f) = worker.await?;
+        ok += o;
+        failed += f;
+    }
+    Ok(serde_json::json!({
+        "scenario": scenario, "concurrency": concurrency, "seconds": seconds,
+        "throughput_per_s": ok as f64 / seconds, "errors": failed,
+    }))
 }

@@ -11,6 +11,7 @@
 mod driver;
 mod seed;
 mod tokens;
+mod ws;
 mod zipf;
 
 use anyhow::Context;
@@ -45,25 +46,54 @@ async fn main() -> anyhow::Result<()> {
             let seconds: f64 = flag(&args, "--seconds")
                 .unwrap_or_else(|| "30".to_owned())
                 .parse()?;
-            let targets = driver::Targets {
-                posts: flag(&args, "--posts").unwrap_or_else(|| "http://127.0.0.1:8082".to_owned()),
-                messaging: flag(&args, "--messaging")
-                    .unwrap_or_else(|| "http://127.0.0.1:8083".to_owned()),
-            };
+            let targets = targets(&args);
             let keys_dir = flag(&args, "--keys-dir").unwrap_or_else(|| ".dev/keys".to_owned());
-            let report =
-                driver::run(&scenario, rate, seconds, &targets, &work_dir, &keys_dir).await?;
+            let report = if scenario == "message-ws" {
+                ws::run(rate, seconds, &targets, &work_dir, &keys_dir).await?
+            } else {
+                driver::run(&scenario, rate, seconds, &targets, &work_dir, &keys_dir).await?
+            };
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.valid {
                 std::process::exit(3);
             }
             Ok(())
         }
+        Some("saturate") => {
+            let scenario = flag(&args, "--scenario").context("--scenario is required")?;
+            let concurrency: usize = flag(&args, "--concurrency")
+                .unwrap_or_else(|| "16".to_owned())
+                .parse()?;
+            let seconds: f64 = flag(&args, "--seconds")
+                .unwrap_or_else(|| "10".to_owned())
+                .parse()?;
+            let keys_dir = flag(&args, "--keys-dir").unwrap_or_else(|| ".dev/keys".to_owned());
+            let result = driver::saturate(
+                &scenario,
+                concurrency,
+                seconds,
+                &targets(&args),
+                &work_dir,
+                &keys_dir,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S]"
+                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S] | loadgen saturate --scenario NAME [--concurrency C] [--seconds S]"
             );
             std::process::exit(2);
         }
+    }
+}
+
+fn targets(args: &[String]) -> driver::Targets {
+    driver::Targets {
+        posts: flag(args, "--posts").unwrap_or_else(|| "http://127.0.0.1:8082".to_owned()),
+        messaging: flag(args, "--messaging").unwrap_or_else(|| "http://127.0.0.1:8083".to_owned()),
+        messaging_b: flag(args, "--messaging-b")
+            .unwrap_or_else(|| "http://127.0.0.1:8084".to_owned()),
     }
 }
