@@ -170,11 +170,18 @@ pub fn redis_prefix() -> String {
 }
 
 /// A port that was free a moment ago, for a service that must be started (and restarted) at an
-/// address known in advance. The OS hands out ephemeral ports in turn, so another test taking
-/// it in between is unlikely.
+/// address known in advance. It is drawn below Linux's ephemeral range (32768-60999): a port
+/// the OS handed out for `:0` would soon go to some test's outgoing connection, which is what
+/// happened when this picked one that way. Only another test's draw could collide now.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a bound address").port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits up to ten seconds for `base`'s readiness endpoint to answer 200 (a service started as

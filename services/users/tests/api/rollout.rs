@@ -10,11 +10,7 @@ use std::time::Duration;
 
 /// Runs the real `users` binary on a free port against the test database.
 fn start_binary(app: &TestApp) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = test_support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_users"))
         .env("PORT", port.to_string())
         .env("HTTP_WORKERS", "1")
