@@ -2,8 +2,8 @@
 //! failures and unknown routes, the health endpoints and `/metrics`.
 
 use crate::config::HttpSettings;
-use crate::health::Readiness;
 use crate::problem;
+use crate::service::Infrastructure;
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -34,9 +34,7 @@ pub fn cors(allowed_origins: &[String]) -> Cors {
 /// configuration, the 404 fallback and the health endpoints. The service adds its routes.
 pub fn base_app(
     settings: HttpSettings,
-    readiness: Readiness,
-    metrics: web::Data<crate::metrics::Metrics>,
-    limiter: web::Data<crate::ratelimit::RateLimiter>,
+    infra: Infrastructure,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -53,9 +51,9 @@ pub fn base_app(
         .app_data(problem::json_config(settings.max_json_body))
         .app_data(problem::path_config())
         .app_data(problem::query_config())
-        .app_data(web::Data::new(readiness))
-        .app_data(metrics)
-        .app_data(limiter)
+        .app_data(web::Data::new(infra.readiness))
+        .app_data(infra.metrics)
+        .app_data(infra.limiter)
         .configure(crate::health::configure)
         .configure(crate::metrics::configure)
         .default_service(web::to(problem::not_found_handler))

@@ -16,6 +16,15 @@ pub fn docs_service(document: OpenApi) -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", complete(document))
 }
 
+/// Serves `document` with its docs page, and registers its routes as [`KnownRoutes`] for the
+/// 405 fallback: `App::configure(common::openapi::serve(document))` once the routes are in.
+pub fn serve(document: OpenApi) -> impl FnOnce(&mut actix_web::web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(actix_web::web::Data::new(KnownRoutes(document.clone())));
+        cfg.service(docs_service(document));
+    }
+}
+
 /// Renders a document as the pretty JSON committed under `docs/openapi/`.
 pub fn render(document: &OpenApi) -> String {
     let mut json = complete(document.clone())

@@ -56,12 +56,6 @@ fn settings_env(pairs: Vec<(&'static str, String)>) -> common::config::Env {
     common::config::Env::from_pairs(pairs)
 }
 
-fn via(url: &str, addr: std::net::SocketAddr) -> String {
-    let (head, rest) = url.split_once('@').unwrap_or((url, ""));
-    let (_, path) = rest.split_once('/').unwrap_or(("", rest));
-    format!("{head}@{addr}/{path}")
-}
-
 const GENEROUS: [(&str, &str); 6] = [
     ("RATE_LIMIT_ACCOUNT", "100000000/60"),
     ("RATE_LIMIT_ANONYMOUS", "100000000/60"),
@@ -104,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let dependent = |service: &str| {
         let mut env = vec![
             ("PORT", "0".to_owned()),
-            ("DATABASE_URL", via(&db.url_for(service), postgres.addr())),
+            ("DATABASE_URL", db.url_for_via(service, postgres.addr())),
             ("DATABASE_ACQUIRE_TIMEOUT_MS", "1000".to_owned()),
             ("REDIS_URL", format!("redis://{}", redis.addr())),
             ("REDIS_KEY_PREFIX", prefix.clone()),

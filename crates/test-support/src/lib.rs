@@ -85,6 +85,15 @@ impl TestDatabase {
         )
     }
 
+    /// As [`url_for`](Self::url_for), reaching PostgreSQL at `addr` instead (a fault proxy).
+    pub fn url_for_via(&self, service: &str, addr: std::net::SocketAddr) -> String {
+        format!(
+            "postgres://{service}_svc:{}@{addr}/{}",
+            role_password(service).expose(),
+            self.name
+        )
+    }
+
     /// Superuser options on this database, for assertions that look behind the API.
     pub fn admin_options(&self) -> PgConnectOptions {
         self.admin.clone().database(&self.name)

@@ -101,28 +101,18 @@ impl Application {
                 .with_metrics(infra.metrics.clone().into_inner()),
             settings.audit_report_poll,
         );
-        let readiness = infra.readiness.clone();
-        let metrics = infra.metrics.clone();
-        let limiter = infra.limiter.clone();
+        let shell = infra.clone();
         let (listener, port) = common::service::bind(&base.http)?;
         let http = base.http.clone();
         let server = HttpServer::new(move || {
-            let (app, document) = common::http::base_app(
-                http.clone(),
-                readiness.clone(),
-                metrics.clone(),
-                limiter.clone(),
-            )
-            .into_utoipa_app()
-            .openapi(ApiDoc::openapi())
-            .app_data(verifier.clone())
-            .app_data(state.clone())
-            .configure(routes::configure)
-            .split_for_parts();
-            app.app_data(web::Data::new(common::openapi::KnownRoutes(
-                document.clone(),
-            )))
-            .service(common::openapi::docs_service(document))
+            let (app, document) = common::http::base_app(http.clone(), shell.clone())
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
+                .app_data(verifier.clone())
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .split_for_parts();
+            app.configure(common::openapi::serve(document))
         })
         .workers(base.http.workers)
         .shutdown_timeout(base.http.shutdown_timeout.as_secs())

@@ -115,7 +115,7 @@ async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
             users_address.clone(),
         ),
         Some(p) => (
-            via(&db.url_for("posts"), p.postgres.addr()),
+            db.url_for_via("posts", p.postgres.addr()),
             format!("redis://{}", p.redis.addr()),
             format!("http://{}", p.users.addr()),
         ),
@@ -154,13 +154,6 @@ async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
         posts_env: env,
         proxies,
     }
-}
-
-/// `url` with its host and port replaced by `addr`.
-fn via(url: &str, addr: std::net::SocketAddr) -> String {
-    let (scheme_and_credentials, rest) = url.split_once('@').unwrap();
-    let (_, path) = rest.split_once('/').unwrap();
-    format!("{scheme_and_credentials}@{addr}/{path}")
 }
 
 async fn start_posts(env: &[(&'static str, String)]) -> actix_web::dev::ServerHandle {
