@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;

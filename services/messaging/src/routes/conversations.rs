@@ -9,6 +9,7 @@ use crate::views::{ConversationView, MessageView, UnreadTotals, message_event};
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
+use common::json::Json;
 use common::pagination::{Page, PageQuery};
 use common::problem::{FieldError, Problem};
 use common::telemetry::call_context_of;
@@ -150,7 +151,7 @@ pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     req: HttpRequest,
-    body: web::Json<CreateConversation>,
+    body: Json<CreateConversation>,
 ) -> Result<HttpResponse, MessagingError> {
     let others = domain::parse_others(user.id, &body.participant_ids)
         .map_err(|e| MessagingError::Validation(vec![e]))?;
@@ -302,7 +303,7 @@ pub async fn add_participants(
     user: AuthUser,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Json<AddParticipants>,
+    body: Json<AddParticipants>,
 ) -> Result<HttpResponse, MessagingError> {
     let conversation = conversations::for_participant(&state.db, *id, user.id)
         .await?
@@ -426,7 +427,7 @@ pub async fn mark_read(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<ReadMarker>,
+    body: Json<ReadMarker>,
 ) -> Result<HttpResponse, MessagingError> {
     if body.seq < 0 {
         return Err(MessagingError::Validation(vec![FieldError::new(

@@ -8,6 +8,7 @@ use crate::store::{conversations, messages};
 use crate::views::{MessageView, message_event};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use common::auth::AuthUser;
+use common::json::Json;
 use common::pagination::{DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor};
 use common::problem::{FieldError, Problem};
 use serde::{Deserialize, Serialize};
@@ -107,7 +108,7 @@ pub async fn send(
     user: AuthUser,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Json<SendMessage>,
+    body: Json<SendMessage>,
 ) -> Result<HttpResponse, MessagingError> {
     let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;
     let client_id = client_id_of(&req, &body)?;
@@ -248,7 +249,7 @@ pub async fn edit(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<(Uuid, Uuid)>,
-    body: web::Json<EditMessage>,
+    body: Json<EditMessage>,
 ) -> Result<HttpResponse, MessagingError> {
     let (id, message_id) = path.into_inner();
     let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;

@@ -7,6 +7,7 @@ use crate::store::{idempotency, likes, posts};
 use crate::views::{self, PostView};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use common::auth::{AuthUser, MaybeAuthUser};
+use common::json::Json;
 use common::problem::Problem;
 use common::telemetry::call_context_of;
 use serde::Deserialize;
@@ -68,7 +69,7 @@ pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     req: HttpRequest,
-    body: web::Json<CreatePost>,
+    body: Json<CreatePost>,
 ) -> Result<HttpResponse, PostsError> {
     let text = PostText::parse(&body.text).map_err(|e| PostsError::Validation(vec![e]))?;
     let key = idempotency_key(&req)?;
@@ -162,7 +163,7 @@ pub async fn edit(
     user: AuthUser,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    body: web::Json<EditPost>,
+    body: Json<EditPost>,
 ) -> Result<HttpResponse, PostsError> {
     let text = PostText::parse(&body.text).map_err(|e| PostsError::Validation(vec![e]))?;
     let row = posts::edit(&state.db, *id, user.id, text.as_str())

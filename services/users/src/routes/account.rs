@@ -9,6 +9,7 @@ use crate::startup::AppState;
 use crate::store::{accounts, outbox, refresh_tokens};
 use actix_web::{HttpResponse, delete, put, web};
 use common::auth::AuthUser;
+use common::json::Json;
 use common::problem::{FieldError, Problem};
 use serde::Deserialize;
 use serde_json::json;
@@ -88,7 +89,7 @@ pub async fn change_password(
     state: web::Data<AppState>,
     meta: RequestMeta,
     user: AuthUser,
-    body: web::Json<PasswordChange>,
+    body: Json<PasswordChange>,
 ) -> Result<HttpResponse, UsersError> {
     let mut errors = FieldErrors::default();
     let new = errors.check(
@@ -142,7 +143,7 @@ pub async fn delete_me(
     state: web::Data<AppState>,
     meta: RequestMeta,
     user: AuthUser,
-    body: web::Json<DeletionBody>,
+    body: Json<DeletionBody>,
 ) -> Result<HttpResponse, UsersError> {
     confirm_password(&state, &user, "password", &body.password).await?;
     let mut tx = state.db.begin().await?;

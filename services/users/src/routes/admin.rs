@@ -11,6 +11,7 @@ use crate::store::{accounts, refresh_tokens};
 use actix_web::{HttpResponse, get, post, put, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
+use common::json::Json;
 use common::pagination::{Page, PageQuery};
 use common::problem::{FieldError, Problem};
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ pub async fn set_role(
     meta: RequestMeta,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<RoleBody>,
+    body: Json<RoleBody>,
 ) -> Result<HttpResponse, UsersError> {
     require_admin(&state, &user).await?;
     if !matches!(body.role.as_str(), "user" | "moderator" | "admin") {

@@ -9,6 +9,7 @@ use crate::store::{accounts, refresh_tokens};
 use crate::{passwords, tokens};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use common::auth::Role;
+use common::json::Json;
 use common::problem::Problem;
 use common::ratelimit::ip_subject;
 use serde::{Deserialize, Serialize};
@@ -147,7 +148,7 @@ pub async fn register(
     state: web::Data<AppState>,
     request: HttpRequest,
     meta: RequestMeta,
-    body: web::Json<RegisterBody>,
+    body: Json<RegisterBody>,
 ) -> Result<HttpResponse, UsersError> {
     let ip = ip_subject(&request, &state.limiter);
     state
@@ -214,7 +215,7 @@ pub async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
     meta: RequestMeta,
-    body: web::Json<LoginBody>,
+    body: Json<LoginBody>,
 ) -> Result<HttpResponse, UsersError> {
     let mut errors = FieldErrors::default();
     let login = errors.check(Login::parse(&body.login));
@@ -294,7 +295,7 @@ pub async fn login(
 pub async fn refresh(
     state: web::Data<AppState>,
     meta: RequestMeta,
-    body: web::Json<RefreshBody>,
+    body: Json<RefreshBody>,
 ) -> Result<HttpResponse, UsersError> {
     let hash = tokens::hash_refresh_token(&body.refresh_token);
     let mut tx = state.db.begin().await?;
@@ -353,7 +354,7 @@ pub async fn refresh(
 pub async fn logout(
     state: web::Data<AppState>,
     meta: RequestMeta,
-    body: web::Json<RefreshBody>,
+    body: Json<RefreshBody>,
 ) -> Result<HttpResponse, UsersError> {
     let hash = tokens::hash_refresh_token(&body.refresh_token);
     if let Some(known) = refresh_tokens::find(&state.db, &hash).await? {
@@ -383,7 +384,7 @@ pub async fn logout(
 #[post("/v1/auth/service-token")]
 pub async fn service_token(
     state: web::Data<AppState>,
-    body: web::Json<ServiceTokenBody>,
+    body: Json<ServiceTokenBody>,
 ) -> Result<HttpResponse, UsersError> {
     let known = state.service_clients.get(&body.client_id);
     let ok =

@@ -6,6 +6,7 @@ use crate::startup::AppState;
 use crate::store::{accounts, audit};
 use actix_web::{HttpResponse, get, post, web};
 use common::auth::ServiceCaller;
+use common::json::Json;
 use common::problem::FieldError;
 use common::problem::Problem;
 use common::users_client::{AuditReport, Contactability, ContactabilityRequest};
@@ -72,7 +73,7 @@ pub async fn contactability(
     state: web::Data<AppState>,
     _caller: ServiceCaller,
     id: web::Path<Uuid>,
-    body: web::Json<ContactabilityRequest>,
+    body: Json<ContactabilityRequest>,
 ) -> Result<HttpResponse, UsersError> {
     if body.user_ids.len() > 100 {
         return Err(UsersError::Validation(vec![FieldError::new(
@@ -122,7 +123,7 @@ const REPORTABLE: [(&str, Event); 1] = [("posts", Event::ModerationPostDeleted)]
 pub async fn report_audit(
     state: web::Data<AppState>,
     caller: ServiceCaller,
-    body: web::Json<AuditReport>,
+    body: Json<AuditReport>,
 ) -> Result<HttpResponse, UsersError> {
     let allowed = REPORTABLE
         .iter()

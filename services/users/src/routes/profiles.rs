@@ -8,6 +8,7 @@ use crate::store::graph;
 use actix_web::{HttpResponse, get, patch, web};
 use chrono::{DateTime, Utc};
 use common::auth::{AuthUser, MaybeAuthUser};
+use common::json::Json;
 use common::problem::{FieldError, Problem};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -163,7 +164,7 @@ pub async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
 pub async fn update_me(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<ProfilePatch>,
+    body: Json<ProfilePatch>,
 ) -> Result<HttpResponse, UsersError> {
     let body = body.into_inner();
     let mut errors = FieldErrors::default();

@@ -2,7 +2,8 @@
 //! unknown routes; and every response carries a request id.
 
 use crate::helpers::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 #[tokio::test]
 async fn malformed_json_is_a_400_problem() {
@@ -35,6 +36,70 @@ async fn a_body_that_is_not_json_is_a_415_problem() {
         "unsupported_media_type",
     )
     .await;
+}
+
+/// serde's derived structs also take a sequence of their fields: `[null, null]` would be a
+/// profile patch that changes nothing, and `["alice", "pw"]` a sign-in. Bodies must be objects.
+#[tokio::test]
+async fn a_body_that_is_json_but_not_an_object_is_a_422_problem() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let patch = json!({"display_name": "Alice A"});
+    let response = app
+        .request(
+            Method::PATCH,
+            "/v1/users/me",
+            Some(&alice.access_token),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for body in [
+        json!([null, null]),
+        json!(["Alice", "bio"]),
+        json!(null),
+        json!(7),
+    ] {
+        let response = app
+            .request(
+                Method::PATCH,
+                "/v1/users/me",
+                Some(&alice.access_token),
+                Some(body.clone()),
+            )
+            .await;
+        let problem = expect_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "body", "{body}: {problem}");
+    }
+    let response = app
+        .post("/v1/auth/login", None, json!(["alice", alice.password]))
+        .await;
+    expect_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    // The profile is untouched, and the same fields as an object still work.
+    let me = expect_json(
+        app.get("/v1/users/me", Some(&alice.access_token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(me["display_name"], "Alice A", "{me}");
+    let response = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"login": "alice", "password": alice.password}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
