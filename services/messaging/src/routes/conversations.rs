@@ -4,7 +4,7 @@ use crate::domain::{self, MAX_PARTICIPANTS};
 use crate::error::MessagingError;
 use crate::startup::AppState;
 use crate::store::conversations::{self, ConversationRow};
-use crate::store::messages;
+use crate::store::{accounts, messages};
 use crate::views::{ConversationView, MessageView, UnreadTotals, message_event};
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
@@ -13,6 +13,7 @@ use common::json::Json;
 use common::pagination::{Page, PageQuery};
 use common::problem::{FieldError, Problem};
 use common::telemetry::call_context_of;
+use common::users_client::UsersClientError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -109,10 +110,17 @@ pub async fn check_contactable(
     others: &[Uuid],
     req: &HttpRequest,
 ) -> Result<(), MessagingError> {
-    let answer = state
+    let answer = match state
         .users
         .contactability(user, others, &call_context_of(req))
-        .await?;
+        .await
+    {
+        // The sender's token outlived its account (tokens stay valid until they expire).
+        Err(UsersClientError::NotFound) => {
+            return Err(Problem::unauthenticated("the account no longer exists").into());
+        }
+        answer => answer?,
+    };
     if answer.suspended {
         return Err(MessagingError::Suspended);
     }
@@ -166,6 +174,9 @@ pub async fn create(
     check_contactable(&state, user.id, &others, &req).await?;
 
     let mut tx = state.db.begin().await?;
+    if !accounts::hold_for_write(&mut tx, user.id).await? {
+        return Err(Problem::unauthenticated("the account no longer exists").into());
+    }
     let (id, created) = if let [other] = others[..] {
         conversations::create_direct(&mut tx, user.id, other, &domain::direct_key(user.id, other))
             .await?

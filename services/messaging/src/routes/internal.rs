@@ -2,13 +2,14 @@
 
 use crate::error::MessagingError;
 use crate::startup::AppState;
-use crate::store::messages;
+use crate::store::accounts;
 use actix_web::{HttpResponse, post, web};
 use common::auth::ServiceCaller;
 use common::problem::Problem;
 use uuid::Uuid;
 
-/// The users service reports a deleted account: every message it sent is tombstoned. Delivered
+/// The users service reports a deleted account: every message it sent is tombstoned, and its
+/// tokens (valid until they expire) can send nothing more. Delivered
 /// at least once by the users service's outbox, so it is idempotent.
 #[utoipa::path(
     tag = "internal",
@@ -27,7 +28,9 @@ pub async fn account_deleted(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, MessagingError> {
     caller.require("users")?;
-    let tombstoned = messages::tombstone_all_of(&state.db, *id).await?;
+    let mut tx = state.db.begin().await?;
+    let tombstoned = accounts::depart(&mut tx, *id).await?;
+    tx.commit().await?;
     tracing::info!(account = %id, tombstoned, "deleted account's messages tombstoned");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,7 +4,7 @@ use crate::domain::{self, MessageBody};
 use crate::error::MessagingError;
 use crate::routes::conversations::{check_contactable, participant_ids};
 use crate::startup::AppState;
-use crate::store::{conversations, messages};
+use crate::store::{accounts, conversations, messages};
 use crate::views::{MessageView, message_event};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use common::auth::AuthUser;
@@ -142,6 +142,9 @@ pub async fn send(
     check_contactable(&state, user.id, &counterparts, &req).await?;
 
     let mut tx = state.db.begin().await?;
+    if !accounts::hold_for_write(&mut tx, user.id).await? {
+        return Err(Problem::unauthenticated("the account no longer exists").into());
+    }
     conversations::lock_for_participant(&mut tx, *id, user.id)
         .await?
         .ok_or(MessagingError::NotFound)?;

@@ -76,3 +76,100 @@ async fn only_the_users_service_reports_deletions() {
         .await;
     expect_problem(by_posts, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+async fn count(app: &crate::helpers::TestApp, sql: &'static str, id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_for(app: &crate::helpers::TestApp, sql: &'static str, id: uuid::Uuid, what: &str) {
+    let mut tries = 0;
+    while count(app, sql, id).await == 0 {
+        tries += 1;
+        assert!(tries < 200, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The outbox keeps the event while messaging is down and delivers it once it is back; from
+/// then on the leaver's still-valid token can send nothing and start nothing.
+#[tokio::test]
+async fn a_deletion_made_while_messaging_is_down_is_applied_once_it_is_back() {
+    let mut app = spawn_app().await;
+    let leaving = app.register("leaving").await;
+    let staying = app.register("staying").await;
+    let conversation = app.conversation(&staying, &[&leaving]).await;
+    app.send(&leaving, &conversation, "one").await;
+    app.send(&leaving, &conversation, "two").await;
+    app.send(&staying, &conversation, "three").await;
+
+    app.stop_a().await;
+    let deleted = app
+        .users_call(
+            Method::DELETE,
+            "/v1/users/me",
+            Some(&leaving.token),
+            Some(json!({"password": "password-123"})),
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let failed_attempt = "SELECT count(*) FROM users.outbox
+         WHERE subject_id = $1 AND target = 'messaging' AND delivered_at IS NULL AND attempts > 0";
+    wait_for(
+        &app,
+        failed_attempt,
+        leaving.id,
+        "the relay never tried while messaging was down",
+    )
+    .await;
+    let readable =
+        "SELECT count(*) FROM messaging.messages WHERE sender_id = $1 AND body IS NOT NULL";
+    assert_eq!(
+        count(&app, readable, leaving.id).await,
+        2,
+        "nothing happened yet"
+    );
+
+    app.restart_a().await;
+    let delivered = "SELECT count(*) FROM users.outbox
+         WHERE subject_id = $1 AND target = 'messaging' AND delivered_at IS NOT NULL";
+    wait_for(
+        &app,
+        delivered,
+        leaving.id,
+        "the deletion never reached messaging after it came back",
+    )
+    .await;
+    assert_eq!(count(&app, readable, leaving.id).await, 0);
+    let kept = "SELECT count(*) FROM messaging.messages WHERE sender_id = $1 AND body = 'three'";
+    assert_eq!(
+        count(&app, kept, staying.id).await,
+        1,
+        "the other side's message stays"
+    );
+
+    // The leaver's access token is still within its lifetime, and still verifies: messaging
+    // itself refuses it now.
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let sent = app
+        .post(&path, &leaving.token, json!({"body": "still here?"}))
+        .await;
+    expect_problem(sent, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let started = app
+        .post(
+            "/v1/conversations",
+            &leaving.token,
+            json!({"participant_ids": [staying.id]}),
+        )
+        .await;
+    expect_problem(started, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let after = "SELECT count(*) FROM messaging.messages WHERE sender_id = $1";
+    assert_eq!(
+        count(&app, after, leaving.id).await,
+        2,
+        "nothing new was stored"
+    );
+}

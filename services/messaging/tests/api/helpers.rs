@@ -20,6 +20,8 @@ pub struct TestApp {
     pub _db: TestDatabase,
     /// A superuser pool on the test database, for setup and assertions behind the API.
     pub admin_pool: PgPool,
+    replica_a: actix_web::dev::ServerHandle,
+    replica_a_env: Vec<(String, String)>,
 }
 
 pub struct TestUser {
@@ -61,6 +63,7 @@ pub async fn spawn_app_with(
 
     let prefix = test_support::redis_prefix();
     let mut addresses = Vec::new();
+    let mut replica_a = None;
     for replica in 0..2 {
         let port = if replica == 0 { first_port } else { 0 };
         let mut env = vec![
@@ -73,14 +76,15 @@ pub async fn spawn_app_with(
             ("MAX_JSON_BODY_BYTES", "32768".to_owned()),
         ];
         env.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let app = messaging::Application::build(
-            messaging::Settings::from_env(&Env::from_pairs(env)).unwrap(),
-        )
-        .await
-        .unwrap();
-        addresses.push(format!("http://127.0.0.1:{}", app.port()));
-        tokio::spawn(app.run_until_stopped());
+        let (address, handle) = start_replica(env.clone()).await;
+        addresses.push(address);
+        if replica == 0 {
+            let env: Vec<(String, String)> =
+                env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            replica_a = Some((env, handle));
+        }
     }
+    let (replica_a_env, replica_a) = replica_a.unwrap();
     // Both replicas subscribe to events in the background; give them a moment.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let admin_pool = PgPoolOptions::new()
@@ -97,10 +101,37 @@ pub async fn spawn_app_with(
         client: reqwest::Client::new(),
         _db: db,
         admin_pool,
+        replica_a,
+        replica_a_env,
     }
 }
 
+async fn start_replica<K: Into<String>>(
+    env: Vec<(K, String)>,
+) -> (String, actix_web::dev::ServerHandle) {
+    let app = messaging::Application::build(
+        messaging::Settings::from_env(&Env::from_pairs(env)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (address, handle)
+}
+
 impl TestApp {
+    /// Stops replica A, the one the users service's outbox delivers to (its port refuses
+    /// connections until [`Self::restart_a`]).
+    pub async fn stop_a(&self) {
+        self.replica_a.stop(false).await;
+    }
+
+    /// Starts replica A again on the same port and database.
+    pub async fn restart_a(&mut self) {
+        self.replica_a = start_replica(self.replica_a_env.clone()).await.1;
+    }
+
     pub async fn request(
         &self,
         method: Method,

@@ -3,7 +3,7 @@
 use crate::domain::{IdempotencyKey, PostText};
 use crate::error::PostsError;
 use crate::startup::AppState;
-use crate::store::{idempotency, likes, posts};
+use crate::store::{accounts, idempotency, likes, posts};
 use crate::views::{self, PostView};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use common::auth::{AuthUser, MaybeAuthUser};
@@ -91,6 +91,9 @@ pub async fn create(
         .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
 
     let mut tx = state.db.begin().await?;
+    if !accounts::hold_for_write(&mut tx, user.id).await? {
+        return Err(Problem::unauthenticated("the account no longer exists").into());
+    }
     if let Some(key) = &key {
         if !idempotency::try_lock(&mut tx, user.id, key.as_str()).await? {
             return Err(PostsError::IdempotencyInFlight);
@@ -226,6 +229,9 @@ pub async fn like(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, PostsError> {
     let mut tx = state.db.begin().await?;
+    if !accounts::hold_for_write(&mut tx, user.id).await? {
+        return Err(Problem::unauthenticated("the account no longer exists").into());
+    }
     let found = likes::like(&mut tx, *id, user.id).await?;
     tx.commit().await?;
     if found {

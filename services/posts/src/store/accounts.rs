@@ -10,10 +10,46 @@ pub struct Forgotten {
     pub likes: u64,
 }
 
-/// Deletes every post and like of `account`, keeping the counters of other posts exact.
-/// Idempotent: a second run finds nothing and changes nothing.
+/// Takes `account`'s write lock in shared mode until the transaction ends, and says whether the
+/// account may still write here (the users service has not reported it deleted). Every write
+/// made in an account's name calls this first in its transaction; [`forget`] takes the same lock
+/// exclusively, so a write either commits before the deletion sweeps or sees the tombstone.
+#[tracing::instrument(skip_all, err)]
+pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query!(
+        r#"SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 11))"#,
+        account
+    )
+    .execute(&mut *conn)
+    .await?;
+    // A statement of its own: under READ COMMITTED it takes a snapshot after the lock is
+    // granted, so it sees a deletion that committed while we waited.
+    sqlx::query_scalar!(
+        r#"SELECT NOT EXISTS (SELECT 1 FROM posts.departed_accounts WHERE account_id = $1) AS "present!""#,
+        account
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Deletes every post and like of `account`, keeping the counters of other posts exact, and
+/// records the account as departed so that a token issued before the deletion can write nothing
+/// more. Idempotent: a second run finds nothing and changes nothing.
 #[tracing::instrument(skip_all, err)]
 pub async fn forget(conn: &mut PgConnection, account: Uuid) -> Result<Forgotten, sqlx::Error> {
+    // Waits for the account's writes in flight; later ones see the tombstone.
+    sqlx::query!(
+        r#"SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))"#,
+        account
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO posts.departed_accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING"#,
+        account
+    )
+    .execute(&mut *conn)
+    .await?;
     // Likes given: the liked posts' counters go down first.
     sqlx::query!(
         r#"UPDATE posts.posts p SET like_count = p.like_count - 1

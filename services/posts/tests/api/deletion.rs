@@ -198,3 +198,101 @@ async fn a_moderation_action_reaches_the_audit_log_even_when_users_was_down_at_t
     let recorded = "SELECT count(*) FROM users.audit_log WHERE event = 'moderation.post_deleted' AND subject_id = $1";
     assert_eq!(count(&app, recorded, author.id).await, 1);
 }
+
+/// A token issued before the deletion verifies until it expires; posts itself refuses it once
+/// the deletion has reached it. Writers racing the deletion leave nothing behind: each write
+/// either committed before the sweep (and was swept) or was refused.
+#[tokio::test]
+async fn once_the_deletion_has_arrived_the_accounts_token_can_write_nothing() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("RATE_LIMIT_ACCOUNT", "100000/60"),
+        ("RATE_LIMIT_POST_CREATE", "100000/60"),
+    ])
+    .await;
+    let leaving = app.register("leaving").await;
+    let other = app.register("other").await;
+    let target = app.post(&other, "like me").await;
+    let like_path = format!("/v1/posts/{}/like", target["id"].as_str().unwrap());
+    let users_token = test_support::tokens::valid(&test_support::tokens::claims(
+        leaving.id,
+        json!({"sub": "svc:users", "aud": "social-internal", "role": "service"}),
+    ));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..3 {
+        let (client, base, token, stop) = (
+            app.client.clone(),
+            app.address.clone(),
+            leaving.token.clone(),
+            stop.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let response = client
+                    .post(format!("{base}/v1/posts"))
+                    .bearer_auth(&token)
+                    .json(&json!({"text": format!("w{writer}-{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(response.status());
+                i += 1;
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let path = format!("/internal/v1/accounts/{}/deletion", leaving.id);
+    let deleted = app
+        .request(Method::POST, &path, Some(&users_token), None)
+        .await;
+    expect_status(deleted, StatusCode::NO_CONTENT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut created = 0;
+    let mut refused = 0;
+    for writer in writers {
+        for status in writer.await.unwrap() {
+            match status {
+                StatusCode::CREATED => created += 1,
+                StatusCode::UNAUTHORIZED => refused += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert!(
+        created > 0 && refused > 0,
+        "the race was run: {created} created, {refused} refused"
+    );
+    let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
+    assert_eq!(
+        count(&app, left, leaving.id).await,
+        0,
+        "no post outlived the deletion"
+    );
+
+    // The account still exists in users (only posts was told), so it is posts that refuses.
+    let post = app
+        .request(
+            Method::POST,
+            "/v1/posts",
+            Some(&leaving.token),
+            Some(json!({"text": "back?"})),
+        )
+        .await;
+    expect_problem(post, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let like = app
+        .request(Method::PUT, &like_path, Some(&leaving.token), None)
+        .await;
+    expect_problem(like, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let likes = "SELECT count(*) FROM posts.likes WHERE user_id = $1";
+    assert_eq!(count(&app, likes, leaving.id).await, 0);
+    // Others are unaffected.
+    let liked = app
+        .request(Method::PUT, &like_path, Some(&other.token), None)
+        .await;
+    expect_status(liked, StatusCode::NO_CONTENT).await;
+}
