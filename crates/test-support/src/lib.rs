@@ -9,6 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions};
 use std::str::FromStr;
 
+pub mod bola;
 pub mod openapi;
 pub mod tokens;
 

@@ -6,7 +6,9 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod bola;
 mod conversations;
+mod crash;
 mod deletion;
 mod helpers;
 mod messages;

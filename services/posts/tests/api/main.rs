@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on anything unexpected"
 )]
 
+mod bola;
 mod crash;
 mod deletion;
 mod faults;

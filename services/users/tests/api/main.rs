@@ -9,6 +9,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod bola;
 mod deletion;
 mod graph;
 mod helpers;
