@@ -233,7 +233,7 @@ impl Lcg {
 }
 
 #[tokio::test]
-async fn the_pruned_feed_query_returns_exactly_what_the_naive_query_returns() {
+async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     let app = spawn_app().await;
     let pool = &app.admin_pool;
     let mut rng = Lcg(42);
@@ -281,32 +281,120 @@ async fn the_pruned_feed_query_returns_exactly_what_the_naive_query_returns() {
         authors[3..4].to_vec(),
         vec![],
     ];
+    // How often the walk over recent heads answered, and how often it left the page to the
+    // fallback: both must happen for the check to mean anything.
+    let (mut answered, mut declined) = (0, 0);
     for followees in &readers {
         for exclude_replies in [false, true] {
             let mut before: (DateTime<Utc>, Uuid) = (
                 Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap(),
                 Uuid::max(),
             );
-            for _page in 0..6 {
-                let got = posts::store::feed::page(pool, followees, before, exclude_replies, 7)
+            for _page in 0..15 {
+                use posts::store::feed;
+                let got = feed::page(pool, followees, before, exclude_replies, 7)
                     .await
                     .unwrap();
+                let pruned = feed::pruned(pool, followees, before, exclude_replies, 7)
+                    .await
+                    .unwrap();
+                let ids = |rows: &[posts::store::posts::PostRow]| {
+                    rows.iter().map(|p| p.id).collect::<Vec<_>>()
+                };
+                let mut walks = Vec::new();
+                for walk in [1, 2, 3, 5, 8, 10, 12, 14, 16, 20, 24, 28, 32, 1000] {
+                    match feed::recent(pool, followees, before, exclude_replies, 7, walk)
+                        .await
+                        .unwrap()
+                    {
+                        Some(rows) => {
+                            answered += 1;
+                            walks.push((walk, ids(&rows)));
+                        }
+                        None => declined += 1,
+                    }
+                }
                 let expected: Vec<Uuid> = sqlx::query_scalar(
                     "SELECT id FROM posts.posts WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
                        AND (NOT $4 OR reply_to IS NULL) ORDER BY created_at DESC, id DESC LIMIT 7",
                 )
                 .bind(followees).bind(before.0).bind(before.1).bind(exclude_replies)
                 .fetch_all(pool).await.unwrap();
-                assert_eq!(
-                    got.iter().map(|p| p.id).collect::<Vec<_>>(),
-                    expected,
-                    "followees {followees:?}"
-                );
+                assert_eq!(ids(&got), expected, "followees {followees:?}");
+                assert_eq!(ids(&pruned), expected, "pruned, followees {followees:?}");
+                for (walk, rows) in walks {
+                    assert_eq!(
+                        rows, expected,
+                        "recent, walk {walk}, followees {followees:?}"
+                    );
+                }
                 let Some(last) = got.last() else { break };
                 before = (last.created_at, last.id);
             }
         }
     }
+    assert!(
+        answered > 20 && declined > 20,
+        "answered {answered}, declined {declined}"
+    );
+}
+
+/// The walk over recent heads must not trust a floor that falls below the heads it did not
+/// walk: here a followee's head is stale (its newest post was deleted), so the floor drops to
+/// an old post while a followee the walk never reached has a newer one.
+#[tokio::test]
+async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor() {
+    let app = spawn_app().await;
+    let pool = &app.admin_pool;
+    let t = |minute: i64| {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() + Duration::minutes(minute)
+    };
+    let (stale, active, quiet, stranger) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let mut ids = std::collections::HashMap::new();
+    for (author, minute) in [(stale, 10), (active, 99), (quiet, 50), (stranger, 98)] {
+        let id = Uuid::now_v7();
+        ids.insert(author, id);
+        sqlx::query(
+            "INSERT INTO posts.posts (id, author_id, text, created_at) VALUES ($1, $2, 'x', $3)",
+        )
+        .bind(id)
+        .bind(author)
+        .bind(t(minute))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // `stale` posted at minute 100 and deleted it: its head stays there.
+    for (author, head) in [(stale, 100), (active, 99), (quiet, 50), (stranger, 98)] {
+        sqlx::query("INSERT INTO posts.author_heads (author_id, last_post_at, last_root_post_at) VALUES ($1, $2, $2)")
+            .bind(author).bind(t(head)).execute(pool).await.unwrap();
+    }
+    let followees = [stale, active, quiet];
+    let top = (
+        Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap(),
+        Uuid::max(),
+    );
+    let expected = vec![ids[&active], ids[&quiet]];
+    use posts::store::feed;
+    // Three heads walked (stale, active, stranger): the floor (minute 10) is below the last
+    // walked head (minute 98), so `quiet` could still be on the page.
+    let walked = feed::recent(pool, &followees, top, false, 2, 3)
+        .await
+        .unwrap();
+    assert!(walked.is_none(), "{walked:?}");
+    let page = feed::page(pool, &followees, top, false, 2).await.unwrap();
+    assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
+    // Every head walked: exact again.
+    let all = feed::recent(pool, &followees, top, false, 2, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
 }
 
 #[tokio::test]
