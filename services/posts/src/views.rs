@@ -54,17 +54,20 @@ pub async fn render(
     ctx: &CallContext,
 ) -> Result<Vec<PostView>, PostsError> {
     let author_ids: Vec<Uuid> = rows.iter().map(|r| r.author_id).collect();
-    let authors = state.directory.authors(&author_ids, ctx).await?;
-    let liked: HashSet<Uuid> = match viewer {
-        Some(viewer) if !rows.is_empty() => {
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-            likes::liked_among(&state.db, viewer, &ids)
-                .await?
-                .into_iter()
-                .collect()
+    let post_ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    // Authors (Redis, else users) and the viewer's likes (PostgreSQL) are independent: asked at
+    // once, the page waits for the slower of the two instead of both in turn.
+    let liked = async {
+        match viewer {
+            Some(viewer) if !post_ids.is_empty() => {
+                let liked = likes::liked_among(&state.db, viewer, &post_ids).await?;
+                Ok::<_, PostsError>(liked.into_iter().collect::<HashSet<Uuid>>())
+            }
+            _ => Ok(HashSet::new()),
         }
-        _ => HashSet::new(),
     };
+    let (authors, liked) =
+        tokio::try_join!(state.directory.authors(&author_ids, ctx), liked)?;
     Ok(rows
         .into_iter()
         .filter_map(|row| {
