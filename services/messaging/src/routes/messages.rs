@@ -20,6 +20,7 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// 1–4,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4000)]
     pub body: String,
     /// Your id for this send: resending with it returns the first message instead of a copy.
     pub client_id: Option<String>,
@@ -30,6 +31,7 @@ pub struct SendMessage {
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
     /// 1–4,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4000)]
     pub body: String,
 }
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct CreatePost {
     /// 1–500 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 500)]
     pub text: String,
     /// The post this replies to.
     pub reply_to: Option<Uuid>,
@@ -31,6 +32,7 @@ pub struct CreatePost {
 #[serde(deny_unknown_fields)]
 pub struct EditPost {
     /// 1–500 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 500)]
     pub text: String,
 }
 
