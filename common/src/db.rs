@@ -232,3 +232,32 @@ pub fn unavailable(error: &sqlx::Error) -> Option<crate::problem::Problem> {
         crate::problem::Problem::unavailable("the database is unavailable; retry shortly")
     })
 }
+
+/// How a transaction holds an account's write lock: shared by the account's own writes,
+/// exclusive for the deletion that sweeps them (docs/adr/0013).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountLock {
+    Write,
+    Delete,
+}
+
+/// Takes `account`'s write lock until the transaction ends: a transaction advisory lock keyed
+/// by the account. The services share one database, so a deletion holding it in one service
+/// briefly holds that account's writes in the others too; they are all about the departing
+/// account, and each deletion is one short transaction. Writes in an account's name take it
+/// [`AccountLock::Write`] and then, in a statement of their own, check that the account has not
+/// departed; the deletion takes it [`AccountLock::Delete`] before recording the departure.
+pub async fn lock_account(
+    conn: &mut sqlx::PgConnection,
+    account: uuid::Uuid,
+    mode: AccountLock,
+) -> Result<(), sqlx::Error> {
+    let sql = match mode {
+        AccountLock::Write => {
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 11))"
+        }
+        AccountLock::Delete => "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))",
+    };
+    sqlx::query(sql).bind(account).execute(conn).await?;
+    Ok(())
+}

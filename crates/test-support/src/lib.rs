@@ -207,3 +207,33 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
     panic!("{base} never became ready");
 }
+
+/// A service binary started by a test, killed (SIGKILL) when dropped, so that a failing test
+/// leaves no server behind and a test can crash it on purpose with [`Server::kill`].
+pub struct Server(std::process::Child);
+
+impl Server {
+    /// Starts `binary` with `env` (added to the test's own), its output discarded.
+    pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
+        let child = std::process::Command::new(binary)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("service binary started");
+        Self(child)
+    }
+
+    /// `kill -9`: no drain, no flush, in-flight requests cut. Returns once the process is gone.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("killed");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -66,8 +66,7 @@ pub async fn render(
             _ => Ok(HashSet::new()),
         }
     };
-    let (authors, liked) =
-        tokio::try_join!(state.directory.authors(&author_ids, ctx), liked)?;
+    let (authors, liked) = tokio::try_join!(state.directory.authors(&author_ids, ctx), liked)?;
     Ok(rows
         .into_iter()
         .filter_map(|row| {

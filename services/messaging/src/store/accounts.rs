@@ -2,6 +2,7 @@
 //! tokens, valid until they expire, can send nothing more.
 
 use super::messages;
+use common::db::{AccountLock, lock_account};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -11,12 +12,7 @@ use uuid::Uuid;
 /// the deletion tombstones the account's messages or sees the account departed.
 #[tracing::instrument(skip_all, err)]
 pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query!(
-        r#"SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 11))"#,
-        account
-    )
-    .execute(&mut *conn)
-    .await?;
+    lock_account(&mut *conn, account, AccountLock::Write).await?;
     // A statement of its own: under READ COMMITTED it takes a snapshot after the lock is
     // granted, so it sees a deletion that committed while we waited.
     sqlx::query_scalar!(
@@ -32,12 +28,7 @@ pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bo
 #[tracing::instrument(skip_all, err)]
 pub async fn depart(conn: &mut PgConnection, account: Uuid) -> Result<u64, sqlx::Error> {
     // Waits for the account's sends in flight; later ones see the account departed.
-    sqlx::query!(
-        r#"SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))"#,
-        account
-    )
-    .execute(&mut *conn)
-    .await?;
+    lock_account(&mut *conn, account, AccountLock::Delete).await?;
     sqlx::query!(
         r#"INSERT INTO messaging.departed_accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING"#,
         account

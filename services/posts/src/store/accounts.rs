@@ -1,5 +1,6 @@
 //! What the posts schema holds of an account, forgotten when the account is deleted.
 
+use common::db::{AccountLock, lock_account};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -16,12 +17,7 @@ pub struct Forgotten {
 /// exclusively, so a write either commits before the deletion sweeps or sees the tombstone.
 #[tracing::instrument(skip_all, err)]
 pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query!(
-        r#"SELECT pg_advisory_xact_lock_shared(hashtextextended($1::uuid::text, 11))"#,
-        account
-    )
-    .execute(&mut *conn)
-    .await?;
+    lock_account(&mut *conn, account, AccountLock::Write).await?;
     // A statement of its own: under READ COMMITTED it takes a snapshot after the lock is
     // granted, so it sees a deletion that committed while we waited.
     sqlx::query_scalar!(
@@ -38,12 +34,7 @@ pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bo
 #[tracing::instrument(skip_all, err)]
 pub async fn forget(conn: &mut PgConnection, account: Uuid) -> Result<Forgotten, sqlx::Error> {
     // Waits for the account's writes in flight; later ones see the tombstone.
-    sqlx::query!(
-        r#"SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))"#,
-        account
-    )
-    .execute(&mut *conn)
-    .await?;
+    lock_account(&mut *conn, account, AccountLock::Delete).await?;
     sqlx::query!(
         r#"INSERT INTO posts.departed_accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING"#,
         account

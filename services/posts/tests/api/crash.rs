@@ -5,41 +5,30 @@ use crate::helpers::{TestApp, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// A child process killed when dropped, so that a failing test leaves no server behind.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::Server;
 
 /// The real `posts` binary on `port`, against the test's database and users service.
 fn start_binary(app: &TestApp, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_posts"))
-        .env("PORT", port.to_string())
-        .env("HTTP_WORKERS", "2")
-        .env("DATABASE_URL", app._db.url_for("posts"))
-        .env("REDIS_KEY_PREFIX", test_support::redis_prefix())
-        .env(
-            "JWKS_URL",
-            format!("{}/.well-known/jwks.json", app.users_address),
-        )
-        .env("USERS_BASE_URL", &app.users_address)
-        .env("RATE_LIMIT_ACCOUNT", "100000/60")
-        .env("RATE_LIMIT_POST_CREATE", "100000/60")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Server(child)
+    Server::start(
+        env!("CARGO_BIN_EXE_posts"),
+        &[
+            ("PORT", port.to_string()),
+            ("HTTP_WORKERS", "2".to_owned()),
+            ("DATABASE_URL", app._db.url_for("posts")),
+            ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+            (
+                "JWKS_URL",
+                format!("{}/.well-known/jwks.json", app.users_address),
+            ),
+            ("USERS_BASE_URL", app.users_address.clone()),
+            ("RATE_LIMIT_ACCOUNT", "100000/60".to_owned()),
+            ("RATE_LIMIT_POST_CREATE", "100000/60".to_owned()),
+            ("RUST_LOG", "error".to_owned()),
+        ],
+    )
 }
 
 /// Creates a post with `key` as both idempotency key and text: the new post's id, or why not.
@@ -101,8 +90,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    first.0.kill().unwrap(); // SIGKILL: no drain, no flush, in-flight requests cut.
-    first.0.wait().unwrap();
+    first.kill(); // SIGKILL: no drain, no flush, in-flight requests cut.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let mut acknowledged = BTreeMap::new();
