@@ -46,7 +46,8 @@ pub async fn page(
 }
 
 /// The page from the newest `walk` heads of the service, or `None` when they cannot prove it
-/// exact (see the module documentation). Never `Some` of an empty page.
+/// exact (see the module documentation). Never `Some` of an empty page. `authors` must be
+/// distinct: they are joined, not tested for membership.
 #[tracing::instrument(skip_all, fields(authors = authors.len(), limit, walk), err)]
 pub async fn recent(
     db: impl PgExecutor<'_>,
