@@ -200,6 +200,14 @@ async fn send(client: &reqwest::Client, call: Call) -> bool {
     }
 }
 
+/// The driver's HTTP client: enough idle connections for an open loop, a bound on each request.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
 /// Runs `scenario` at `rate` requests per second for `seconds` (after a warm-up).
 pub async fn run(
     scenario: &str,
@@ -213,14 +221,9 @@ pub async fn run(
         rate > 0.0 && seconds > 0.0,
         "rate and seconds must be positive"
     );
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(format!("{work_dir}/manifest.json")).context("run `loadgen seed` first")?,
-    )?;
+    let manifest = Manifest::load(work_dir)?;
     let plan = Arc::new(plan(scenario, targets, &manifest, keys_dir)?);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = http_client()?;
     let schedule = Schedule::new(rate, seconds);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration, bool)>();
     let (clock, mut due) = schedule.start();
@@ -374,14 +377,9 @@ pub async fn saturate(
     work_dir: &str,
     keys_dir: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(format!("{work_dir}/manifest.json")).context("run `loadgen seed` first")?,
-    )?;
+    let manifest = Manifest::load(work_dir)?;
     let plan = Arc::new(plan(scenario, targets, &manifest, keys_dir)?);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = http_client()?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let measure_from = Instant::now() + Duration::from_secs(2);
     let end = measure_from + Duration::from_secs_f64(seconds);

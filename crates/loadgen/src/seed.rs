@@ -60,6 +60,16 @@ pub struct Manifest {
     pub conversations: Vec<(Uuid, Uuid, Uuid)>,
 }
 
+impl Manifest {
+    /// The manifest `loadgen seed` wrote into `work_dir`.
+    pub fn load(work_dir: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let bytes = std::fs::read(format!("{work_dir}/manifest.json"))
+            .context("run `loadgen seed` first")?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
 /// The password of every synthetic account. One argon2id hash is computed and shared: hashing
 /// 200,000 passwords would take an hour and measure nothing.
 pub const PASSWORD: &str = "benchmark-password";

@@ -3,9 +3,8 @@
 //! [`crate::driver`]) to its arrival on the recipient's socket, so it covers the send, the
 //! commit, the publish through Redis and the delivery by the other replica.
 
-use crate::driver::{Report, Schedule, Targets, record, report};
+use crate::driver::{Report, Schedule, Targets, http_client, record, report};
 use crate::seed::Manifest;
-use anyhow::Context;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -25,9 +24,7 @@ pub async fn run(
     work_dir: &str,
     keys_dir: &str,
 ) -> anyhow::Result<Report> {
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(format!("{work_dir}/manifest.json")).context("run `loadgen seed` first")?,
-    )?;
+    let manifest = Manifest::load(work_dir)?;
     let pairs: Vec<_> = manifest
         .conversations
         .iter()
@@ -71,10 +68,7 @@ pub async fn run(
     }
     drop(arrived_tx);
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = http_client()?;
     let schedule = Schedule::new(rate, seconds);
     let (clock, mut due) = schedule.start();
     let sender_tokens: Arc<Vec<String>> = Arc::new(sender_tokens);
