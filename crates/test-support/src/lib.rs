@@ -237,3 +237,35 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+/// Counting rows behind the API, for tests that wait for something asynchronous to land.
+pub mod db {
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Runs `sql`, a `SELECT count(*)` with `$1` bound to `id`.
+    pub async fn count(pool: &PgPool, sql: &'static str, id: Uuid) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("count query")
+    }
+
+    /// Polls [`count`] every 50 ms until it is above zero; fails with `what` after `tries` polls.
+    pub async fn wait_for_count(
+        pool: &PgPool,
+        sql: &'static str,
+        id: Uuid,
+        tries: u32,
+        what: &str,
+    ) {
+        for _ in 0..tries {
+            if count(pool, sql, id).await > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{what}");
+    }
+}

@@ -5,6 +5,7 @@ use crate::helpers::{expect_json, expect_problem, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
+use test_support::db::{count, wait_for_count};
 
 #[tokio::test]
 async fn a_deleted_accounts_messages_become_tombstones() {
@@ -77,23 +78,6 @@ async fn only_the_users_service_reports_deletions() {
     expect_problem(by_posts, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-async fn count(app: &crate::helpers::TestApp, sql: &'static str, id: uuid::Uuid) -> i64 {
-    sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_one(&app.admin_pool)
-        .await
-        .unwrap()
-}
-
-async fn wait_for(app: &crate::helpers::TestApp, sql: &'static str, id: uuid::Uuid, what: &str) {
-    let mut tries = 0;
-    while count(app, sql, id).await == 0 {
-        tries += 1;
-        assert!(tries < 200, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The outbox keeps the event while messaging is down and delivers it once it is back; from
 /// then on the leaver's still-valid token can send nothing and start nothing.
 #[tokio::test]
@@ -118,17 +102,18 @@ async fn a_deletion_made_while_messaging_is_down_is_applied_once_it_is_back() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let failed_attempt = "SELECT count(*) FROM users.outbox
          WHERE subject_id = $1 AND target = 'messaging' AND delivered_at IS NULL AND attempts > 0";
-    wait_for(
-        &app,
+    wait_for_count(
+        &app.admin_pool,
         failed_attempt,
         leaving.id,
+        200,
         "the relay never tried while messaging was down",
     )
     .await;
     let readable =
         "SELECT count(*) FROM messaging.messages WHERE sender_id = $1 AND body IS NOT NULL";
     assert_eq!(
-        count(&app, readable, leaving.id).await,
+        count(&app.admin_pool, readable, leaving.id).await,
         2,
         "nothing happened yet"
     );
@@ -136,17 +121,18 @@ async fn a_deletion_made_while_messaging_is_down_is_applied_once_it_is_back() {
     app.restart_a().await;
     let delivered = "SELECT count(*) FROM users.outbox
          WHERE subject_id = $1 AND target = 'messaging' AND delivered_at IS NOT NULL";
-    wait_for(
-        &app,
+    wait_for_count(
+        &app.admin_pool,
         delivered,
         leaving.id,
+        200,
         "the deletion never reached messaging after it came back",
     )
     .await;
-    assert_eq!(count(&app, readable, leaving.id).await, 0);
+    assert_eq!(count(&app.admin_pool, readable, leaving.id).await, 0);
     let kept = "SELECT count(*) FROM messaging.messages WHERE sender_id = $1 AND body = 'three'";
     assert_eq!(
-        count(&app, kept, staying.id).await,
+        count(&app.admin_pool, kept, staying.id).await,
         1,
         "the other side's message stays"
     );
@@ -168,7 +154,7 @@ async fn a_deletion_made_while_messaging_is_down_is_applied_once_it_is_back() {
     expect_problem(started, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let after = "SELECT count(*) FROM messaging.messages WHERE sender_id = $1";
     assert_eq!(
-        count(&app, after, leaving.id).await,
+        count(&app.admin_pool, after, leaving.id).await,
         2,
         "nothing new was stored"
     );

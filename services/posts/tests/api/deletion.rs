@@ -5,15 +5,8 @@ use crate::helpers::{expect_problem, expect_status, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
+use test_support::db::{count, wait_for_count};
 use uuid::Uuid;
-
-async fn count(app: &crate::helpers::TestApp, sql: &'static str, id: Uuid) -> i64 {
-    sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_one(&app.admin_pool)
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn a_deletion_made_while_posts_is_down_is_applied_once_it_is_back() {
@@ -44,15 +37,17 @@ async fn a_deletion_made_while_posts_is_down_is_applied_once_it_is_back() {
     // The relay tries, fails, and keeps the event.
     let failed_attempt = "SELECT count(*) FROM users.outbox
          WHERE subject_id = $1 AND target = 'posts' AND delivered_at IS NULL AND attempts > 0";
-    let mut tries = 0;
-    while count(&app, failed_attempt, leaving.id).await == 0 {
-        tries += 1;
-        assert!(tries < 100, "the relay never tried while posts was down");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_count(
+        &app.admin_pool,
+        failed_attempt,
+        leaving.id,
+        100,
+        "the relay never tried while posts was down",
+    )
+    .await;
     let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
     assert_eq!(
-        count(&app, left, leaving.id).await,
+        count(&app.admin_pool, left, leaving.id).await,
         2,
         "nothing happened yet"
     );
@@ -60,18 +55,17 @@ async fn a_deletion_made_while_posts_is_down_is_applied_once_it_is_back() {
     app.restart_posts().await;
     let delivered = "SELECT count(*) FROM users.outbox
          WHERE subject_id = $1 AND target = 'posts' AND delivered_at IS NOT NULL";
-    let mut tries = 0;
-    while count(&app, delivered, leaving.id).await == 0 {
-        tries += 1;
-        assert!(
-            tries < 200,
-            "the deletion never reached posts after it came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(count(&app, left, leaving.id).await, 0);
+    wait_for_count(
+        &app.admin_pool,
+        delivered,
+        leaving.id,
+        200,
+        "the deletion never reached posts after it came back",
+    )
+    .await;
+    assert_eq!(count(&app.admin_pool, left, leaving.id).await, 0);
     let likes = "SELECT count(*) FROM posts.likes WHERE user_id = $1";
-    assert_eq!(count(&app, likes, leaving.id).await, 0);
+    assert_eq!(count(&app.admin_pool, likes, leaving.id).await, 0);
     // The other author's post keeps exact counters: the like and the reply are gone.
     let counters: (i64, i64) =
         sqlx::query_as("SELECT like_count, reply_count FROM posts.posts WHERE id = $1")
@@ -113,7 +107,7 @@ async fn the_deletion_endpoint_is_idempotent_and_only_for_the_users_service() {
     let anonymous = app.request(Method::POST, &path, None, None).await;
     expect_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
-    assert_eq!(count(&app, left, author.id).await, 1);
+    assert_eq!(count(&app.admin_pool, left, author.id).await, 1);
     // Delivered twice (a lost acknowledgement), applied once.
     for _ in 0..2 {
         let by_users = app
@@ -121,7 +115,7 @@ async fn the_deletion_endpoint_is_idempotent_and_only_for_the_users_service() {
             .await;
         expect_status(by_users, StatusCode::NO_CONTENT).await;
     }
-    assert_eq!(count(&app, left, author.id).await, 0);
+    assert_eq!(count(&app.admin_pool, left, author.id).await, 0);
 }
 
 #[tokio::test]
@@ -149,7 +143,7 @@ async fn a_moderation_action_reaches_the_audit_log_even_when_users_was_down_at_t
     expect_status(deleted, StatusCode::NO_CONTENT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reported = "SELECT count(*) FROM posts.moderation_actions WHERE author_id = $1 AND reported_at IS NOT NULL";
-    assert_eq!(count(&app, reported, author.id).await, 0);
+    assert_eq!(count(&app.admin_pool, reported, author.id).await, 0);
 
     users.set(faultproxy::Fault::None);
     let mut tries = 0;
@@ -180,7 +174,7 @@ async fn a_moderation_action_reaches_the_audit_log_even_when_users_was_down_at_t
     assert_eq!(entry["detail"]["post_id"], post_id);
     assert_eq!(entry["user_agent"], "mod-console/2");
     assert_eq!(entry["request_id"], "moderation-1");
-    assert_eq!(count(&app, reported, author.id).await, 1);
+    assert_eq!(count(&app.admin_pool, reported, author.id).await, 1);
 
     // Reported once, even if delivered again.
     let again = "UPDATE posts.moderation_actions SET reported_at = NULL, next_report_at = now() WHERE author_id = $1";
@@ -189,14 +183,9 @@ async fn a_moderation_action_reaches_the_audit_log_even_when_users_was_down_at_t
         .execute(&app.admin_pool)
         .await
         .unwrap();
-    let mut tries = 0;
-    while count(&app, reported, author.id).await == 0 {
-        tries += 1;
-        assert!(tries < 100, "never re-sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_count(&app.admin_pool, reported, author.id, 100, "never re-sent").await;
     let recorded = "SELECT count(*) FROM users.audit_log WHERE event = 'moderation.post_deleted' AND subject_id = $1";
-    assert_eq!(count(&app, recorded, author.id).await, 1);
+    assert_eq!(count(&app.admin_pool, recorded, author.id).await, 1);
 }
 
 /// A token issued before the deletion verifies until it expires; posts itself refuses it once
@@ -269,7 +258,7 @@ async fn once_the_deletion_has_arrived_the_accounts_token_can_write_nothing() {
     );
     let left = "SELECT count(*) FROM posts.posts WHERE author_id = $1";
     assert_eq!(
-        count(&app, left, leaving.id).await,
+        count(&app.admin_pool, left, leaving.id).await,
         0,
         "no post outlived the deletion"
     );
@@ -289,7 +278,7 @@ async fn once_the_deletion_has_arrived_the_accounts_token_can_write_nothing() {
         .await;
     expect_problem(like, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let likes = "SELECT count(*) FROM posts.likes WHERE user_id = $1";
-    assert_eq!(count(&app, likes, leaving.id).await, 0);
+    assert_eq!(count(&app.admin_pool, likes, leaving.id).await, 0);
     // Others are unaffected.
     let liked = app
         .request(Method::PUT, &like_path, Some(&other.token), None)
