@@ -269,3 +269,56 @@ pub mod db {
         panic!("{what}");
     }
 }
+
+/// What crash tests share: writers racing a `kill -9`, then retrying with their keys.
+pub mod crash {
+    use std::collections::BTreeMap;
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// What the writers saw: the id each acknowledged key was given, and the keys that were
+    /// never acknowledged (cut by the crash, or refused while the service was down).
+    pub struct Outcomes {
+        pub acknowledged: BTreeMap<String, String>,
+        pub unacknowledged: Vec<String>,
+    }
+
+    impl Outcomes {
+        /// Sorts `(key, Ok(id) or Err(why))` pairs.
+        pub fn of(results: impl IntoIterator<Item = (String, Result<String, String>)>) -> Self {
+            let mut outcomes = Self {
+                acknowledged: BTreeMap::new(),
+                unacknowledged: Vec::new(),
+            };
+            for (key, result) in results {
+                match result {
+                    Ok(id) => {
+                        outcomes.acknowledged.insert(key, id);
+                    }
+                    Err(_) => outcomes.unacknowledged.push(key),
+                }
+            }
+            outcomes
+        }
+    }
+
+    /// Retries the write of `key` as a client would, 100 ms apart, until it is acknowledged:
+    /// its id. Fails after 50 attempts.
+    pub async fn retry_until_acknowledged<F, Fut>(key: &str, mut attempt: F) -> String
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<String, String>>,
+    {
+        let mut attempts = 0;
+        loop {
+            match attempt().await {
+                Ok(id) => return id,
+                Err(why) => {
+                    attempts += 1;
+                    assert!(attempts < 50, "{key} still fails after the restart: {why}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use test_support::Server;
+use test_support::crash::{Outcomes, retry_until_acknowledged};
 
 /// The real `messaging` binary on `port`, against the test's database and users service.
 fn start_binary(app: &TestApp, port: u16) -> Server {
@@ -101,18 +102,14 @@ async fn kill_9_under_send_load_loses_no_acknowledged_message_and_retries_do_not
     first.kill(); // SIGKILL: no drain, no flush, in-flight requests cut.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
-    let mut acknowledged = BTreeMap::new();
-    let mut unacknowledged = Vec::new();
+    let mut results = Vec::new();
     for sender in senders {
-        for (key, id) in sender.await.unwrap() {
-            match id {
-                Ok(id) => {
-                    acknowledged.insert(key, id);
-                }
-                Err(_) => unacknowledged.push(key),
-            }
-        }
+        results.extend(sender.await.unwrap());
     }
+    let Outcomes {
+        mut acknowledged,
+        unacknowledged,
+    } = Outcomes::of(results);
     assert!(
         acknowledged.len() >= 10,
         "load was too light: {}",
@@ -120,35 +117,25 @@ async fn kill_9_under_send_load_loses_no_acknowledged_message_and_retries_do_not
     );
     assert!(!unacknowledged.is_empty(), "the crash happened under load");
 
+    // Senders 0 and 2 are alice, 1 and 3 bob.
+    let token_of = |key: &str| {
+        if key.starts_with("s0") || key.starts_with("s2") {
+            &alice.token
+        } else {
+            &bob.token
+        }
+    };
     let second = start_binary(&app, port);
     test_support::wait_ready(&client, &base).await;
     // Clients retry what was not acknowledged, with the same keys, and replay a few that were
     // (an acknowledgement lost on the way): those must answer with the original message.
     for key in &unacknowledged {
-        let token = if key.starts_with("s0") || key.starts_with("s2") {
-            &alice.token
-        } else {
-            &bob.token
-        };
-        let mut attempts = 0;
-        let id = loop {
-            match send(&client, &url, token, key).await {
-                Ok(id) => break id,
-                Err(why) => {
-                    attempts += 1;
-                    assert!(attempts < 50, "{key} still fails after the restart: {why}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+        let token = token_of(key);
+        let id = retry_until_acknowledged(key, || send(&client, &url, token, key)).await;
         acknowledged.insert(key.clone(), id);
     }
     for (key, id) in acknowledged.iter().take(5) {
-        let token = if key.starts_with("s0") || key.starts_with("s2") {
-            &alice.token
-        } else {
-            &bob.token
-        };
+        let token = token_of(key);
         let again = send(&client, &url, token, key).await;
         assert_eq!(
             again.as_deref(),

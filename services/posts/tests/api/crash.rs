@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use test_support::Server;
+use test_support::crash::{Outcomes, retry_until_acknowledged};
 
 /// The real `posts` binary on `port`, against the test's database and users service.
 fn start_binary(app: &TestApp, port: u16) -> Server {
@@ -93,18 +94,14 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
     first.kill(); // SIGKILL: no drain, no flush, in-flight requests cut.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
-    let mut acknowledged = BTreeMap::new();
-    let mut unacknowledged = Vec::new();
+    let mut results = Vec::new();
     for writer in writers {
-        for (key, id) in writer.await.unwrap() {
-            match id {
-                Ok(id) => {
-                    acknowledged.insert(key, id);
-                }
-                Err(_) => unacknowledged.push(key),
-            }
-        }
+        results.extend(writer.await.unwrap());
     }
+    let Outcomes {
+        mut acknowledged,
+        unacknowledged,
+    } = Outcomes::of(results);
     assert!(
         acknowledged.len() >= 10,
         "load was too light: {}",
@@ -119,17 +116,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_retries_do_not_
     // A retry may meet a 409 while PostgreSQL has not yet noticed the dead process's session
     // (its transaction still holds the key's lock); clients retry those after a pause.
     for key in &unacknowledged {
-        let mut attempts = 0;
-        let id = loop {
-            match create(&client, &base, &author.token, key).await {
-                Ok(id) => break id,
-                Err(why) => {
-                    attempts += 1;
-                    assert!(attempts < 50, "{key} still fails after the restart: {why}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+        let id = retry_until_acknowledged(key, || create(&client, &base, &author.token, key)).await;
         acknowledged.insert(key.clone(), id);
     }
     for (key, id) in acknowledged.iter().take(5) {
