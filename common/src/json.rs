@@ -67,6 +67,39 @@ impl<'de, T: de::Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
     }
 }
 
+/// Deserializes an `i64` from any JSON number without a fractional part. JSON Schema's
+/// `integer` includes `1.0`, which serde's derived impls refuse; use it on integer fields of
+/// request bodies (`#[serde(deserialize_with = "common::json::integer")]`).
+pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Integer;
+    impl Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63 is exactly representable; every whole f64 below it in magnitude fits.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_any(Integer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +145,28 @@ mod tests {
         for body in ["null", "1", "\"x\"", "true"] {
             let err = parse(body).unwrap_err();
             assert!(err.contains("expected a JSON object"), "{body}: {err}");
+        }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Marker {
+        #[serde(deserialize_with = "integer")]
+        seq: i64,
+    }
+
+    #[test]
+    fn integers_may_be_written_as_whole_floats() {
+        let seq = |body: &str| serde_json::from_str::<Marker>(body).map(|m| m.seq);
+        assert_eq!(seq(r#"{"seq": 7}"#).unwrap(), 7);
+        assert_eq!(seq(r#"{"seq": 7.0}"#).unwrap(), 7);
+        assert_eq!(seq(r#"{"seq": -1e3}"#).unwrap(), -1000);
+        for bad in [
+            r#"{"seq": 7.5}"#,
+            r#"{"seq": 1e19}"#,
+            r#"{"seq": 9223372036854775808}"#,
+            r#"{"seq": "7"}"#,
+        ] {
+            assert!(seq(bad).is_err(), "{bad}");
         }
     }
 

@@ -114,6 +114,31 @@ impl Problem {
         .with_errors(errors)
     }
 
+    /// 422: parameters or fields that are each valid but not together (a cursor and a position,
+    /// a title on a direct conversation). JSON Schema cannot say this; the type tells it apart.
+    pub fn conflicting(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "conflicting_parameters",
+            "Conflicting parameters",
+        )
+        .with_detail(detail)
+        .with_errors(errors)
+    }
+
+    /// 422: a well-formed id in the body that names nothing (the post a reply answers, a
+    /// participant). Whether it does depends on the data, not on the request's shape.
+    pub fn unknown_reference(field: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_reference",
+            "Unknown reference",
+        )
+        .with_errors(vec![FieldError::new(field, detail.clone())])
+        .with_detail(detail)
+    }
+
     /// 400: a malformed request.
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, "Bad request").with_detail(detail)

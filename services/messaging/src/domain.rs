@@ -1,6 +1,7 @@
 //! The rules of conversations and messages, parsed at the edge.
 
-use common::problem::FieldError;
+use actix_web::http::StatusCode;
+use common::problem::{FieldError, Problem};
 use uuid::Uuid;
 
 /// Most people in a group, the creator included.
@@ -32,9 +33,11 @@ impl MessageBody {
     }
 }
 
-/// A group title: at most 100 characters after trimming; empty means none.
+/// A group title: at most 100 characters as sent, no control characters; stored trimmed, and
+/// blank means none. The rules apply to the title as sent, so that the OpenAPI document can
+/// state them exactly.
 pub fn parse_title(raw: Option<&str>) -> Result<Option<String>, FieldError> {
-    let Some(raw) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     if raw.chars().count() > 100 {
@@ -46,7 +49,8 @@ pub fn parse_title(raw: Option<&str>) -> Result<Option<String>, FieldError> {
             "must not contain control characters",
         ));
     }
-    Ok(Some(raw.to_owned()))
+    let title = raw.trim();
+    Ok((!title.is_empty()).then(|| title.to_owned()))
 }
 
 /// A sender's id for one send (`client_id` or `Idempotency-Key`): 1–255 visible ASCII.
@@ -62,19 +66,27 @@ pub fn parse_client_id(raw: &str, field: &str) -> Result<String, FieldError> {
     }
 }
 
-/// The other participants of a new conversation: deduplicated, the creator removed, 1 to 49.
-pub fn parse_others(creator: Uuid, ids: &[Uuid]) -> Result<Vec<Uuid>, FieldError> {
+/// The people `creator` names in `field`: 1 to 49 ids as sent (a 422 `validation_failed`
+/// otherwise), returned deduplicated and without the creator. Naming only yourself is a 422
+/// `self_action`: whether an id is yours depends on who asks, which no schema can say.
+pub fn parse_others(creator: Uuid, ids: &[Uuid], field: &str) -> Result<Vec<Uuid>, Problem> {
+    if ids.is_empty() || ids.len() >= MAX_PARTICIPANTS {
+        return Err(Problem::validation(vec![FieldError::new(
+            field,
+            "must name 1 to 49 users",
+        )]));
+    }
     let mut others: Vec<Uuid> = ids.iter().copied().filter(|id| *id != creator).collect();
     others.sort_unstable();
     others.dedup();
     if others.is_empty() {
-        return Err(FieldError::new(
-            "participant_ids",
-            "name at least one other user",
-        ));
-    }
-    if others.len() >= MAX_PARTICIPANTS {
-        return Err(FieldError::new("participant_ids", "at most 49 other users"));
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "self_action",
+            "Unprocessable request",
+        )
+        .with_detail("name at least one user other than yourself")
+        .with_errors(vec![FieldError::new(field, "names only yourself")]));
     }
     Ok(others)
 }
@@ -100,13 +112,18 @@ mod tests {
     #[test]
     fn others_exclude_the_creator_and_duplicates_and_are_bounded() {
         let (me, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        assert_eq!(parse_others(me, &[a, me, a]).unwrap(), vec![a]);
-        assert!(parse_others(me, &[me]).is_err());
-        assert_eq!(parse_others(me, &[b, a]).unwrap().len(), 2);
+        let code = |ids: &[Uuid]| parse_others(me, ids, "ids").map_err(|p| p.code);
+        assert_eq!(code(&[a, me, a]), Ok(vec![a]));
+        assert_eq!(code(&[me]), Err("self_action".to_owned()));
+        assert_eq!(code(&[me, me]), Err("self_action".to_owned()));
+        assert_eq!(code(&[]), Err("validation_failed".to_owned()));
+        assert_eq!(code(&[b, a]).unwrap().len(), 2);
         let many: Vec<Uuid> = (0..49).map(|_| Uuid::now_v7()).collect();
-        assert!(parse_others(me, &many).is_ok());
-        let too_many: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
-        assert!(parse_others(me, &too_many).is_err());
+        assert!(code(&many).is_ok());
+        // The bound applies to the ids as sent, as the OpenAPI document says.
+        let mut too_many = many.clone();
+        too_many.push(me);
+        assert_eq!(code(&too_many), Err("validation_failed".to_owned()));
     }
 
     #[test]
@@ -123,5 +140,8 @@ mod tests {
         );
         assert_eq!(parse_title(Some("   ")).unwrap(), None);
         assert!(parse_title(Some(&"t".repeat(101))).is_err());
+        // Bounds and characters apply to the title as sent.
+        assert!(parse_title(Some(&format!("{} ", "t".repeat(100)))).is_err());
+        assert!(parse_title(Some("\tteam")).is_err());
     }
 }

@@ -59,7 +59,7 @@ impl PostsError {
             PostsError::Problem(problem) => problem.clone(),
             PostsError::NotFound => Problem::not_found(),
             PostsError::ReplyTargetMissing => {
-                Problem::validation(vec![FieldError::new("reply_to", "no such post")])
+                Problem::unknown_reference("reply_to", "no such post")
             }
             PostsError::IdempotencyInFlight => Problem::conflict(
                 "idempotency_key_in_flight",

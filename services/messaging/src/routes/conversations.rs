@@ -6,6 +6,7 @@ use crate::startup::AppState;
 use crate::store::conversations::{self, ConversationRow};
 use crate::store::{accounts, messages};
 use crate::views::{ConversationView, MessageView, UnreadTotals, message_event};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
@@ -23,9 +24,12 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
-    /// One other user for a direct conversation; 2 to 49 for a group.
+    /// One other user for a direct conversation; 2 to 49 for a group. Your own id and
+    /// repeated ids are ignored.
+    #[schema(min_items = 1, max_items = 49)]
     pub participant_ids: Vec<Uuid>,
-    /// Groups only; at most 100 characters.
+    /// Groups only; at most 100 characters, no control characters. Blank means none.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub title: Option<String>,
 }
 
@@ -34,6 +38,7 @@ pub struct CreateConversation {
 #[serde(deny_unknown_fields)]
 pub struct AddParticipants {
     /// 1 to 49 users.
+    #[schema(min_items = 1, max_items = 49)]
     pub user_ids: Vec<Uuid>,
 }
 
@@ -42,6 +47,8 @@ pub struct AddParticipants {
 #[serde(deny_unknown_fields)]
 pub struct ReadMarker {
     /// The seq of the newest message read; the marker never moves backward.
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "common::json::integer")]
     pub seq: i64,
 }
 
@@ -130,7 +137,9 @@ pub async fn check_contactable(
             .iter()
             .map(|id| FieldError::new("participant_ids", format!("{id} is not a user")))
             .collect();
-        return Err(MessagingError::Validation(errors));
+        return Err(MessagingError::Problem(
+            Problem::unknown_reference("participant_ids", "no such user").with_errors(errors),
+        ));
     }
     if !answer.unavailable.is_empty() {
         return Err(MessagingError::RecipientUnavailable(answer.unavailable));
@@ -161,15 +170,14 @@ pub async fn create(
     req: HttpRequest,
     body: Json<CreateConversation>,
 ) -> Result<HttpResponse, MessagingError> {
-    let others = domain::parse_others(user.id, &body.participant_ids)
-        .map_err(|e| MessagingError::Validation(vec![e]))?;
+    let others = domain::parse_others(user.id, &body.participant_ids, "participant_ids")?;
     let title = domain::parse_title(body.title.as_deref())
         .map_err(|e| MessagingError::Validation(vec![e]))?;
     if others.len() == 1 && title.is_some() {
-        return Err(MessagingError::Validation(vec![FieldError::new(
-            "title",
+        return Err(MessagingError::Problem(Problem::conflicting(
             "only groups have a title",
-        )]));
+            vec![FieldError::new("title", "only groups have a title")],
+        )));
     }
     check_contactable(&state, user.id, &others, &req).await?;
 
@@ -325,8 +333,7 @@ pub async fn add_participants(
     if conversation.owner_id != Some(user.id) {
         return Err(MessagingError::NotOwner);
     }
-    let newcomers = domain::parse_others(user.id, &body.user_ids)
-        .map_err(|e| MessagingError::Validation(vec![FieldError::new("user_ids", e.message)]))?;
+    let newcomers = domain::parse_others(user.id, &body.user_ids, "user_ids")?;
     check_contactable(&state, user.id, &newcomers, &req).await?;
 
     let mut tx = state.db.begin().await?;
@@ -336,10 +343,14 @@ pub async fn add_participants(
     let current = conversations::participants(&mut *tx, &[*id]).await?.len();
     let added = conversations::add_participants(&mut tx, *id, &newcomers).await?;
     if current + added.len() > MAX_PARTICIPANTS {
-        return Err(MessagingError::Validation(vec![FieldError::new(
-            "user_ids",
-            "a group has at most 50 people",
-        )]));
+        return Err(MessagingError::Problem(
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "group_full", "Group full")
+                .with_detail("a group has at most 50 people")
+                .with_errors(vec![FieldError::new(
+                    "user_ids",
+                    "a group has at most 50 people",
+                )]),
+        ));
     }
     let mut notes = Vec::new();
     for newcomer in &added {

@@ -19,10 +19,16 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
-    /// 1–4,000 characters, not only whitespace.
-    #[schema(min_length = 1, max_length = 4000)]
+    /// 1–4,000 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub body: String,
-    /// Your id for this send: resending with it returns the first message instead of a copy.
+    /// Your id for this send, 1–255 visible ASCII characters: resending with it returns the
+    /// first message instead of a copy. Must equal the `Idempotency-Key` header if both are sent.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub client_id: Option<String>,
 }
 
@@ -30,8 +36,12 @@ pub struct SendMessage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
-    /// 1–4,000 characters, not only whitespace.
-    #[schema(min_length = 1, max_length = 4000)]
+    /// 1–4,000 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub body: String,
 }
 
@@ -40,8 +50,11 @@ pub struct EditMessage {
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page. At most one of `cursor`, `before_seq` and
+    /// `after_seq`.
+    #[param(max_length = 512, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Newest first, strictly older than this seq.
     pub before_seq: Option<i64>,
@@ -77,10 +90,13 @@ fn client_id_of(req: &HttpRequest, body: &SendMessage) -> Result<Option<String>,
         .transpose()
         .map_err(validation)?;
     match (from_body, from_header) {
-        (Some(a), Some(b)) if a != b => Err(MessagingError::Validation(vec![FieldError::new(
-            "client_id",
-            "differs from the Idempotency-Key header",
-        )])),
+        (Some(a), Some(b)) if a != b => Err(MessagingError::Problem(Problem::conflicting(
+            "client_id and the Idempotency-Key header name different sends",
+            vec![FieldError::new(
+                "client_id",
+                "differs from the Idempotency-Key header",
+            )],
+        ))),
         (a, b) => Ok(a.or(b)),
     }
 }
@@ -90,7 +106,7 @@ fn client_id_of(req: &HttpRequest, body: &SendMessage) -> Result<Option<String>,
 #[utoipa::path(
     tag = "messages",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same role as client_id")),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Same role as client_id")),
     request_body = SendMessage,
     responses(
         (status = 201, body = MessageView),
@@ -210,9 +226,10 @@ pub async fn list(
         (None, None, Some(after)) => SeqPosition::After(after),
         _ => {
             let message = "give at most one of cursor, before_seq and after_seq";
-            return Err(MessagingError::Validation(vec![FieldError::new(
-                "cursor", message,
-            )]));
+            return Err(MessagingError::Problem(Problem::conflicting(
+                message,
+                vec![FieldError::new("cursor", message)],
+            )));
         }
     };
     conversations::for_participant(&state.db, *id, user.id)

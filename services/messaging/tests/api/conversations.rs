@@ -107,46 +107,75 @@ async fn bad_conversation_requests_are_refused_with_the_field_named() {
         app.register("carol").await,
     );
     let fifty: Vec<uuid::Uuid> = (0..50).map(|_| uuid::Uuid::now_v7()).collect();
+    // Shape rules are `validation_failed`; rules that depend on who asks or on what exists
+    // have their own types (ADR 0015).
     let cases = [
-        (json!({"participant_ids": []}), "participant_ids", "nobody"),
+        (
+            json!({"participant_ids": []}),
+            "validation_failed",
+            "participant_ids",
+            "nobody",
+        ),
         (
             json!({"participant_ids": [alice.id]}),
+            "self_action",
             "participant_ids",
             "only yourself",
         ),
         (
             json!({"participant_ids": fifty}),
+            "validation_failed",
             "participant_ids",
             "too many",
         ),
         (
             json!({"participant_ids": [uuid::Uuid::now_v7()]}),
+            "unknown_reference",
             "participant_ids",
             "unknown user",
         ),
         (
             json!({"participant_ids": [bob.id], "title": "direct"}),
+            "conflicting_parameters",
             "title",
             "title on a direct conversation",
         ),
         (
             json!({"participant_ids": [bob.id, carol.id], "title": "t".repeat(101)}),
+            "validation_failed",
             "title",
             "long title",
         ),
-        (json!({"participant_ids": "bob"}), "body", "wrong type"),
-        (json!({"title": "x"}), "participant_ids", "missing"),
+        (
+            json!({"participant_ids": [bob.id, carol.id], "title": "\u{7}"}),
+            "validation_failed",
+            "title",
+            "control character in the title",
+        ),
+        (
+            json!({"participant_ids": "bob"}),
+            "validation_failed",
+            "body",
+            "wrong type",
+        ),
+        (
+            json!({"title": "x"}),
+            "validation_failed",
+            "participant_ids",
+            "missing",
+        ),
         (
             json!({"participant_ids": [bob.id], "color": "red"}),
+            "validation_failed",
             "color",
             "unknown field",
         ),
     ];
-    for (body, field, why) in cases {
+    for (body, code, field, why) in cases {
         let problem = expect_problem(
             app.post("/v1/conversations", &alice.token, body).await,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            code,
         )
         .await;
         assert_eq!(problem["errors"][0]["field"], field, "{why}: {problem}");

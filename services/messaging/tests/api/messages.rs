@@ -201,7 +201,7 @@ async fn messages_page_newest_first_and_catch_up_oldest_first() {
         app.get(&format!("{base}?after_seq=1&before_seq=3"), &bob.token)
             .await,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
+        "conflicting_parameters",
     )
     .await;
     expect_problem(

@@ -25,12 +25,15 @@ pub const STALE_HEADER: &str = "x-served-from-cache";
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(max_length = 512, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Leave replies out.
     pub exclude_replies: Option<bool>,
-    /// Start at this point in time (RFC 3339): only posts strictly older. Ignored with `cursor`.
+    /// Start at this point in time (RFC 3339): only posts strictly older. Cannot be combined
+    /// with `cursor`.
     pub before: Option<DateTime<Utc>>,
 }
 
@@ -189,10 +192,10 @@ pub async fn feed(
 ) -> Result<HttpResponse, PostsError> {
     let request = query.page()?;
     if query.cursor.is_some() && query.before.is_some() {
-        return Err(PostsError::Validation(vec![FieldError::new(
-            "before",
-            "cannot be combined with cursor",
-        )]));
+        return Err(PostsError::Problem(Problem::conflicting(
+            "give at most one of cursor and before",
+            vec![FieldError::new("before", "cannot be combined with cursor")],
+        )));
     }
     let followees = state
         .directory

@@ -20,8 +20,12 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePost {
-    /// 1–500 characters, not only whitespace.
-    #[schema(min_length = 1, max_length = 500)]
+    /// 1–500 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub text: String,
     /// The post this replies to.
     pub reply_to: Option<Uuid>,
@@ -31,8 +35,12 @@ pub struct CreatePost {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditPost {
-    /// 1–500 characters, not only whitespace.
-    #[schema(min_length = 1, max_length = 500)]
+    /// 1–500 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub text: String,
 }
 
@@ -53,7 +61,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, PostsErr
     tag = "posts",
     security(("bearer" = [])),
     request_body = CreatePost,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1–255 visible ASCII characters: one key per logical request")),
     responses(
         (status = 201, body = PostView),
         (status = 400, body = Problem, content_type = "application/problem+json"),

@@ -175,7 +175,12 @@ async fn feed_queries_are_checked() {
             token,
         )
         .await;
-    expect_problem(both, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    expect_problem(
+        both,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "conflicting_parameters",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -42,23 +42,29 @@ impl Username {
 pub struct Email(String);
 
 impl Email {
-    /// Parses an address: one `@`, a non-empty local part, a dotted domain, no spaces, ≤ 254.
+    /// Parses an address: at most 254 characters as sent; surrounding whitespace is dropped;
+    /// a local part of 1–64 characters, one `@`, and two or more non-empty dot-separated domain
+    /// labels, none with whitespace or control characters. `RegisterBody`'s OpenAPI pattern
+    /// states the same rule.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let s = raw.trim().to_lowercase();
         let invalid = || FieldError::new("email", "must be a valid email address");
-        if s.len() > 254 || s.chars().any(char::is_whitespace) || has_control(&s) {
+        let part_ok = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c != '@' && !c.is_whitespace() && !c.is_control())
+        };
+        if raw.chars().count() > 254 {
             return Err(invalid());
         }
+        let s = raw.trim();
         let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
-        let domain_ok = domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains('@')
-            && !domain.contains("..");
-        if local.is_empty() || local.len() > 64 || !domain_ok {
+        let mut labels = domain.split('.');
+        let labels_ok = labels.clone().count() >= 2 && labels.all(part_ok);
+        if !part_ok(local) || local.chars().count() > 64 || !labels_ok {
             return Err(invalid());
         }
-        Ok(Self(s))
+        Ok(Self(s.to_lowercase()))
     }
 
     /// The normalised address.
@@ -72,13 +78,13 @@ impl Email {
 pub struct Login(String);
 
 impl Login {
-    /// Parses a login; it only has to be non-empty and of sane length.
+    /// Parses a login: 1–254 characters as sent, not only whitespace.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let s = raw.trim().to_lowercase();
-        if s.is_empty() || s.len() > 254 {
+        let s = raw.trim();
+        if s.is_empty() || raw.chars().count() > 254 {
             return Err(FieldError::new("login", "must be a username or an email"));
         }
-        Ok(Self(s))
+        Ok(Self(s.to_lowercase()))
     }
 
     /// The normalised login.
@@ -115,7 +121,9 @@ impl Password {
     }
 }
 
-/// A display name: 1–50 characters after trimming, no control characters.
+/// A display name: 1–50 characters as sent, not only whitespace, no control characters but
+/// line breaks; stored trimmed. The rules apply to the name as sent, so that the OpenAPI
+/// document can state them exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -123,14 +131,14 @@ impl DisplayName {
     /// Parses a display name.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let s = raw.trim();
-        let len = s.chars().count();
-        if !(1..=50).contains(&len) {
+        let len = raw.chars().count();
+        if !(1..=50).contains(&len) || s.is_empty() {
             return Err(FieldError::new(
                 "display_name",
-                "must be 1 to 50 characters",
+                "must be 1 to 50 characters, not only whitespace",
             ));
         }
-        if has_control(s) {
+        if has_control(raw) {
             return Err(FieldError::new(
                 "display_name",
                 "must not contain control characters",
@@ -155,13 +163,13 @@ impl DisplayName {
 pub struct Bio(String);
 
 impl Bio {
-    /// Parses a bio.
+    /// Parses a bio: at most 300 characters as sent; stored trimmed.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let s = raw.trim();
-        if s.chars().count() > 300 {
+        if raw.chars().count() > 300 {
             return Err(FieldError::new("bio", "must be at most 300 characters"));
         }
-        if has_control(s) {
+        if has_control(raw) {
             return Err(FieldError::new(
                 "bio",
                 "must not contain control characters",
@@ -213,6 +221,10 @@ mod tests {
             "b ob@example.com",
             "bob@@example.com",
             "bob@.com",
+            "bob@example.",
+            "bob@example..com",
+            "bob\u{7}@example.com",
+            "bob@exa\u{a0}mple.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
@@ -234,5 +246,11 @@ mod tests {
         assert!(Bio::parse(&"b".repeat(300)).is_ok());
         assert!(Bio::parse(&"b".repeat(301)).is_err());
         assert!(Bio::parse("line\u{0}").is_err());
+        // Lengths and characters count as sent, though the value is stored trimmed.
+        assert!(DisplayName::parse(&format!(" {}", "é".repeat(50))).is_err());
+        assert!(DisplayName::parse("\tAlice").is_err());
+        assert_eq!(DisplayName::parse(" Alice ").unwrap().as_str(), "Alice");
+        assert!(Bio::parse(&format!("{} ", "b".repeat(300))).is_err());
+        assert!(Bio::parse("two\nlines").is_ok());
     }
 }

@@ -7,6 +7,7 @@ use crate::error::{FieldErrors, UsersError};
 use crate::passwords;
 use crate::startup::AppState;
 use crate::store::{accounts, outbox, refresh_tokens};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, delete, put, web};
 use common::auth::AuthUser;
 use common::json::Json;
@@ -22,9 +23,11 @@ pub const DELETION_TARGETS: [&str; 2] = ["posts", "messaging"];
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
-    /// The password in use now.
+    /// The password in use now: 1–128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub current_password: String,
     /// 8–128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 
@@ -32,7 +35,8 @@ pub struct PasswordChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletionBody {
-    /// The account's password.
+    /// The account's password: 1–128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
@@ -60,10 +64,18 @@ async fn confirm_password(
     if passwords::verify(offered.expose().to_owned(), hash).await? {
         Ok(())
     } else {
-        Err(UsersError::Validation(vec![FieldError::new(
-            field,
-            "is not this account's password",
-        )]))
+        Err(UsersError::Problem(
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_password",
+                "Wrong password",
+            )
+            .with_detail("the password is not this account's password")
+            .with_errors(vec![FieldError::new(
+                field,
+                "is not this account's password",
+            )]),
+        ))
     }
 }
 

@@ -23,12 +23,26 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     /// 3–30 characters of a-z, 0-9 and `_` (upper case is folded).
+    #[schema(min_length = 3, max_length = 30, pattern = "^[A-Za-z0-9_]{3,30}$")]
     pub username: String,
-    /// An email address; unique.
+    /// An email address, unique: at most 254 characters; a local part of 1–64, `@`, and two or
+    /// more dot-separated labels, without whitespace or control characters. Surrounding
+    /// whitespace is dropped.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^@\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}@[^@.\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+(\.[^@.\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+)+[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub email: String,
     /// 8–128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// 1–50 characters; defaults to the username.
+    /// 1–50 characters, not only whitespace, no control characters but line breaks; defaults
+    /// to the username.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -36,9 +50,15 @@ pub struct RegisterBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
-    /// Username or email.
+    /// Username or email: 1–254 characters, not only whitespace.
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub login: String,
-    /// The password.
+    /// The password: 1–128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 

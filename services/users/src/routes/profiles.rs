@@ -98,20 +98,22 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
-    /// 1–50 characters, or null to reset to the username.
+    /// 1–50 characters, not only whitespace, no control characters but line breaks; or null
+    /// to reset to the username.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 50, pattern = r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$")]
     pub display_name: Option<Option<String>>,
-    /// At most 300 characters, or null to clear.
+    /// At most 300 characters, no control characters but line breaks; or null to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 300, pattern = r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$")]
     pub bio: Option<Option<String>>,
 }
 
 /// Query of the batch endpoint.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct BatchQuery {
-    /// Comma-separated account ids, at most 100.
+    /// 1 to 100 account ids (hyphenated UUIDs), separated by commas without spaces.
+    #[param(required = true, value_type = String, pattern = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(,[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}){0,99}$")]
     pub ids: Option<String>,
 }
 
@@ -246,15 +248,22 @@ pub async fn by_username(
 fn parse_ids(raw: Option<&str>) -> Result<Vec<Uuid>, UsersError> {
     let invalid = |message: &str| UsersError::Validation(vec![FieldError::new("ids", message)]);
     let raw = raw
-        .filter(|s| !s.trim().is_empty())
+        .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("at least one id is required"))?;
-    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+    let parts: Vec<&str> = raw.split(',').collect();
     if parts.len() > MAX_BATCH {
         return Err(invalid("at most 100 ids"));
     }
+    // Only the hyphenated form, as the OpenAPI pattern says: `Uuid::parse_str` would also
+    // take the simple, braced and URN forms.
     let mut ids = parts
         .iter()
-        .map(|p| Uuid::parse_str(p).map_err(|_| invalid("every id must be a UUID")))
+        .map(|p| {
+            (p.len() == 36)
+                .then(|| Uuid::parse_str(p).ok())
+                .flatten()
+                .ok_or_else(|| invalid("every id must be a hyphenated UUID"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     ids.sort_unstable();
     ids.dedup();

@@ -120,7 +120,7 @@ async fn deletion_needs_the_password() {
         (
             json!({"password": "not-my-password"}),
             422,
-            "validation_failed",
+            "wrong_password",
         ),
         (json!({}), 422, "validation_failed"),
         (json!({"password": 12345678}), 422, "validation_failed"),
@@ -171,7 +171,7 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
             Some(json!({"current_password": "nope-nope", "new_password": "brand-new-pass"})),
         )
         .await;
-    let body = expect_problem(wrong, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let body = expect_problem(wrong, StatusCode::UNPROCESSABLE_ENTITY, "wrong_password").await;
     assert_eq!(body["errors"][0]["field"], "current_password");
     let short = app
         .request(
