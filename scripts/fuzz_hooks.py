@@ -5,9 +5,9 @@ that JSON Schema can state, so a schema-valid request must succeed. Two kinds of
 the data rather than on the request's shape, and a generator that knows only the schema cannot
 satisfy them. This module handles exactly those, and nothing else:
 
-- An `Idempotency-Key` names one logical request; sending the same key with another body, or
-  after its post was deleted, is a retry by contract, not a new request. Generated keys are
-  therefore replaced by fresh ones (still valid) before each call.
+- An `Idempotency-Key` (or a message's `client_id`) names one logical request; sending the
+  same key with another body, or after its post was deleted, is a retry by contract, not a new
+  request. Valid generated keys are therefore replaced by a fresh one before each call.
 - Refusals whose reason is state, answered with their own stable problem type (below), are
   not counted as rejected valid data. Any other 4xx answer to schema-valid data still fails.
 """
@@ -42,10 +42,16 @@ VISIBLE_ASCII = re.compile(r"[!-~]{1,255}")
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    # One fresh key per call, for the header and for a message's client_id (the same role):
+    # the two must agree when both are sent.
+    key = str(uuid.uuid4())
     headers = case.headers or {}
     for name, value in headers.items():
         if name.lower() == "idempotency-key" and isinstance(value, str) and VISIBLE_ASCII.fullmatch(value):
-            headers[name] = str(uuid.uuid4())
+            headers[name] = key
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("client_id"), str) and VISIBLE_ASCII.fullmatch(body["client_id"]):
+        body["client_id"] = key
 
 
 @schemathesis.hook
