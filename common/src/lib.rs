@@ -17,6 +17,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod redis;
 pub mod request_meta;
+pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod users_client;

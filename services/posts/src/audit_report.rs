@@ -4,6 +4,7 @@
 //! records each report once, by its source id. See docs/adr/0013.
 
 use crate::store::moderation::{self, Unreported};
+use common::retry::backoff;
 use common::users_client::{AuditReport, UsersClient};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use std::time::Duration;
 /// Actions claimed per round, and how long a claim lasts.
 const BATCH: i64 = 20;
 const LEASE_SECS: f64 = 30.0;
+/// First wait after a failed report, and the longest.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Runs the relay until the process ends.
 pub fn spawn(db: PgPool, users: UsersClient, poll: Duration) {
@@ -32,8 +36,7 @@ async fn round(db: &PgPool, users: &UsersClient) -> anyhow::Result<usize> {
         match users.report_audit(&report_of(action)).await {
             Ok(()) => moderation::reported(db, action.id).await?,
             Err(e) => {
-                let exp = u32::try_from(action.report_attempts.clamp(1, 9) - 1).unwrap_or(8);
-                let wait = chrono::Duration::seconds(i64::from(2u32.pow(exp)).min(300));
+                let wait = backoff(RETRY_BASE, action.report_attempts, MAX_BACKOFF);
                 moderation::retry_at(db, action.id, chrono::Utc::now() + wait).await?;
                 tracing::warn!(id = %action.id, error = %e, "moderation report failed; will retry");
             }

@@ -13,8 +13,8 @@ use crate::startup::AppState;
 use crate::store::outbox::{self, Claimed};
 use actix_web::web;
 use chrono::Utc;
+use common::retry::backoff;
 use prometheus::{IntCounterVec, IntGauge, Opts};
-use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +115,8 @@ impl Relay {
                     tracing::info!(id = event.id, target = %event.target, event = %event.event, "outbox event delivered");
                 }
                 Err(e) => {
-                    let retry_at = Utc::now() + backoff(self.settings.retry_base, event.attempts);
+                    let retry_at =
+                        Utc::now() + backoff(self.settings.retry_base, event.attempts, MAX_BACKOFF);
                     outbox::failed(db, event.id, &format!("{e:#}"), retry_at).await?;
                     self.deliveries
                         .with_label_values(&[&event.target, "failed"])
@@ -148,28 +149,5 @@ impl Relay {
         let status = response.status();
         anyhow::ensure!(status.is_success(), "{} answered {status}", event.target);
         Ok(())
-    }
-}
-
-/// `base` × 2^(attempts - 1), capped, with up to 25 % jitter so that retries after an outage
-/// spread out.
-fn backoff(base: Duration, attempts: i32) -> chrono::Duration {
-    let exp = u32::try_from((attempts - 1).clamp(0, 20)).unwrap_or(20);
-    let base = base.saturating_mul(2u32.pow(exp)).min(MAX_BACKOFF);
-    let jitter = rand::rng().random_range(0.0..0.25);
-    chrono::Duration::from_std(base.mul_f64(1.0 + jitter)).unwrap_or(chrono::Duration::seconds(300))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let second = Duration::from_secs(1);
-        let secs = |a| backoff(second, a).num_milliseconds() as f64 / 1000.0;
-        assert!((1.0..1.25).contains(&secs(1)), "{}", secs(1));
-        assert!((8.0..10.0).contains(&secs(4)), "{}", secs(4));
-        assert!((300.0..375.0).contains(&secs(30)), "{}", secs(30));
     }
 }
