@@ -1,12 +1,14 @@
 //! Real-time delivery over WebSockets, across two replicas.
 
 use crate::helpers::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -455,4 +457,51 @@ async fn with_redis_down_messages_are_still_stored_and_caught_up_and_live_delive
             "live delivery across replicas never came back"
         );
     }
+}
+
+/// The close frame that ends `socket`, skipping what comes before it; within five seconds.
+async fn close_of(socket: &mut Socket) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_sending_frames_too_large_or_too_many_is_disconnected() {
+    let app = spawn_app_with(
+        &[],
+        &[
+            ("WS_MAX_FRAME_BYTES", "1024"),
+            ("WS_MAX_CLIENT_MESSAGES_PER_MIN", "5"),
+        ],
+    )
+    .await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+
+    let mut big = connect(&app.address, &alice.token).await;
+    big.send(Message::text("x".repeat(1025))).await.unwrap();
+    let close = close_of(&mut big).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Size, "{close:?}");
+
+    // Five frames a minute are allowed: the socket still delivers events after them.
+    let id = app.conversation(&alice, &[&bob]).await;
+    let mut chatty = connect(&app.address, &alice.token).await;
+    for _ in 0..5 {
+        chatty.send(Message::text("x".repeat(1024))).await.unwrap();
+    }
+    app.send(&bob, &id, "still listening?").await;
+    assert_eq!(next_event(&mut chatty).await["type"], "message.created");
+    chatty.send(Message::text("one too many")).await.unwrap();
+    let close = close_of(&mut chatty).await.expect("a close frame");
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (CloseCode::Policy, "too many messages")
+    );
 }
