@@ -139,6 +139,17 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// 422: an action aimed at yourself that only makes sense towards someone else (following,
+    /// blocking, a conversation with nobody but you). Whether an id is yours depends on who asks.
+    pub fn self_action(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "self_action",
+            "Unprocessable request",
+        )
+        .with_detail(detail)
+    }
+
     /// 400: a malformed request.
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, "Bad request").with_detail(detail)

@@ -1,6 +1,5 @@
 //! The rules of conversations and messages, parsed at the edge.
 
-use actix_web::http::StatusCode;
 use common::problem::{FieldError, Problem};
 use uuid::Uuid;
 
@@ -80,13 +79,10 @@ pub fn parse_others(creator: Uuid, ids: &[Uuid], field: &str) -> Result<Vec<Uuid
     others.sort_unstable();
     others.dedup();
     if others.is_empty() {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "self_action",
-            "Unprocessable request",
-        )
-        .with_detail("name at least one user other than yourself")
-        .with_errors(vec![FieldError::new(field, "names only yourself")]));
+        return Err(
+            Problem::self_action("name at least one user other than yourself")
+                .with_errors(vec![FieldError::new(field, "names only yourself")]),
+        );
     }
     Ok(others)
 }

@@ -95,12 +95,9 @@ impl UsersError {
                     .with_detail("this account is suspended")
             }
             UsersError::NotFound => Problem::not_found(),
-            UsersError::SelfAction(verb) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "self_action",
-                "Unprocessable request",
-            )
-            .with_detail(format!("you cannot {verb} yourself")),
+            UsersError::SelfAction(verb) => {
+                Problem::self_action(format!("you cannot {verb} yourself"))
+            }
             UsersError::FollowNotAllowed => {
                 Problem::new(StatusCode::FORBIDDEN, "follow_not_allowed", "Forbidden")
                     .with_detail("you cannot follow this account")
