@@ -250,16 +250,7 @@ async fn a_socket_ends_when_its_token_expires() {
     let app = spawn_app_with(&[("ACCESS_TOKEN_TTL_SECS", "2")], &[]).await;
     let alice = app.register("alice").await;
     let mut socket = connect(&app.address, &alice.token).await;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("closed within the token's life")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
-        }
-    };
+    let close = close_of(&mut socket).await;
     assert_eq!(
         close.map(|f| f.reason.to_string()).as_deref(),
         Some("token expired")
