@@ -179,6 +179,44 @@ pub fn redis_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
 
+/// Reads and removes keys of the test Redis behind a service's back.
+pub mod redis {
+    use common::redis::RedisSettings;
+    use common::redis::deadpool_redis::{Pool, redis};
+    use std::time::Duration;
+
+    fn pool() -> Pool {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 1,
+            timeout: Duration::from_secs(2),
+            key_prefix: String::new(),
+        }
+        .pool()
+        .expect("a Redis pool")
+    }
+
+    /// The value at `key`.
+    pub async fn get(key: &str) -> Option<Vec<u8>> {
+        let mut conn = pool().get().await.expect("Redis answers");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("GET succeeds")
+    }
+
+    /// Deletes `key`.
+    pub async fn del(key: &str) {
+        let mut conn = pool().get().await.expect("Redis answers");
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("DEL succeeds");
+    }
+}
+
 /// A port that was free a moment ago, for a service that must be started (and restarted) at an
 /// address known in advance. It is drawn below Linux's ephemeral range (32768-60999): a port
 /// the OS handed out for `:0` would soon go to some test's outgoing connection, which is what

@@ -1,16 +1,19 @@
 //! What the posts service knows about users, always asked of the users service and cached in
 //! Redis where that keeps the feed's guarantees (docs/adr/0009-feed-caching.md):
 //!
-//! - Followee ids are cached with their ETag and revalidated on every feed read with a
-//!   conditional request (a 304 costs no list transfer), so a follow or unfollow that returned
-//!   204 is in the very next feed read. When the users service is unreachable, the cached list
-//!   is served and the response says so.
+//! - Followee ids are cached with their ETag. When the version the users service published in
+//!   Redis matches it, the list is current (users raises it before answering a follow,
+//!   docs/adr/0017-published-graph-versions.md); otherwise it is revalidated with a conditional
+//!   request (a 304 costs no list transfer). Either way a follow or unfollow that returned 204
+//!   is in the very next feed read. When the users service is unreachable, the cached list is
+//!   served and the response says so.
 //! - Author summaries are cached for a short TTL: a renamed user may show the old name for that
 //!   long, which touches neither guarantee.
 //!
 //! Redis failures degrade to misses; they never fail a request on their own.
 
 use crate::error::PostsError;
+use common::graph_versions;
 use common::metrics::Metrics;
 use common::redis::{deadpool_redis::redis, with_timeout};
 use common::telemetry::CallContext;
@@ -94,18 +97,25 @@ impl Directory {
         format!("{}posts:author:{user}", self.prefix)
     }
 
-    async fn redis_get(&self, key: &str) -> Option<Vec<u8>> {
+    fn version_key(&self, user: Uuid) -> String {
+        graph_versions::key(&self.prefix, user)
+    }
+
+    /// The values of `keys`, in order; all misses when Redis fails.
+    async fn redis_mget(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         let op = async {
             let mut conn = self.redis.get().await?;
-            let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
-            anyhow::Ok(value)
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+            anyhow::Ok(values)
         };
         match with_timeout(self.redis_timeout, op).await {
-            Ok(value) => value,
+            Ok(values) if values.len() == keys.len() => values,
+            Ok(_) => vec![None; keys.len()],
             Err(e) => {
-                self.metrics.redis_errors.with_label_values(&["get"]).inc();
-                tracing::warn!(error = %e, "redis read failed; treating as a miss");
-                None
+                self.metrics.redis_errors.with_label_values(&["mget"]).inc();
+                tracing::warn!(error = %e, "redis read failed; treating as misses");
+                vec![None; keys.len()]
             }
         }
     }
@@ -141,12 +151,32 @@ impl Directory {
         ctx: &CallContext,
     ) -> Result<FolloweeSet, PostsError> {
         let key = self.followees_key(user);
-        let cached = self
-            .redis_get(&key)
+        // The cached list and the version users published, in one round trip.
+        let mut values = self
+            .redis_mget(&[key.clone(), self.version_key(user)])
             .await
+            .into_iter();
+        let cached = values
+            .next()
+            .flatten()
             .as_deref()
             .and_then(decode_followees);
+        let published = values
+            .next()
+            .flatten()
+            .as_deref()
+            .and_then(graph_versions::parse);
         self.metrics.observe_cache("followees", cached.is_some());
+        if let Some((etag, _)) = &cached {
+            // users raises the published version before it answers a change, so a cached list
+            // with the published version is current (docs/adr/0017-published-graph-versions.md).
+            let current = published.is_some_and(|v| *etag == graph_versions::etag(v));
+            self.metrics.observe_cache("followee_version", current);
+            if current {
+                let ids = cached.map(|(_, ids)| ids).unwrap_or_default();
+                return Ok(FolloweeSet { ids, stale: false });
+            }
+        }
         let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
         match self.client.followee_ids(user, etag, ctx).await {
             Ok(Followees::Unchanged) => match cached {
@@ -194,19 +224,7 @@ impl Directory {
             return Ok(found);
         }
         let keys: Vec<String> = unique.iter().map(|id| self.author_key(*id)).collect();
-        let op = async {
-            let mut conn = self.redis.get().await?;
-            let values: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-            anyhow::Ok(values)
-        };
-        let cached = with_timeout(self.redis_timeout, op)
-            .await
-            .unwrap_or_else(|e| {
-                self.metrics.redis_errors.with_label_values(&["mget"]).inc();
-                tracing::warn!(error = %e, "redis read failed; fetching every author");
-                vec![None; keys.len()]
-            });
+        let cached = self.redis_mget(&keys).await;
         let mut missing = Vec::new();
         for (id, value) in unique.iter().zip(cached) {
             match value.and_then(|v| serde_json::from_slice::<UserSummary>(&v).ok()) {

@@ -24,6 +24,10 @@ pub struct Settings {
     pub limits: FlowLimits,
     /// Where the outbox delivers.
     pub outbox: OutboxSettings,
+    /// `GRAPH_VERSION_TTL_SECS` (default 60): how long a published followee-set version lives
+    /// without being written again, which bounds how long readers may miss a change whose
+    /// announcement Redis lost (docs/adr/0017-published-graph-versions.md).
+    pub graph_version_ttl: Duration,
 }
 
 /// Quotas of the flows abuse aims at, on top of the per-account and per-IP request quotas.
@@ -158,6 +162,7 @@ impl Settings {
                 poll: env.millis("OUTBOX_POLL_MS", 1000)?,
                 retry_base: env.millis("OUTBOX_RETRY_BASE_MS", 1000)?,
             },
+            graph_version_ttl: env.seconds("GRAPH_VERSION_TTL_SECS", 60)?,
         })
     }
 }

@@ -7,6 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::config::Secret;
+use common::graph_versions::Publisher;
 use common::ratelimit::RateLimiter;
 use common::service::Infrastructure;
 use sqlx::PgPool;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub limits: FlowLimits,
     /// Wakes the outbox relay when a handler has queued an event.
     pub outbox_wake: Arc<Notify>,
+    /// Announces changed followee sets to the feed (docs/adr/0017-published-graph-versions.md).
+    pub graph_versions: Publisher,
 }
 
 /// The migrations of the users schema, recorded in `users._sqlx_migrations`.
@@ -94,6 +97,13 @@ impl Application {
             limiter: infra.limiter.clone(),
             limits: settings.limits.clone(),
             outbox_wake: Arc::new(Notify::new()),
+            graph_versions: Publisher::new(
+                infra.redis.clone(),
+                base.redis.key_prefix.clone(),
+                base.redis.timeout,
+                settings.graph_version_ttl,
+                infra.metrics.clone().into_inner(),
+            ),
         });
         crate::outbox::Relay::new(state.clone(), settings.outbox.clone(), &infra.metrics)?.spawn();
         let verifier = web::Data::new(verifier);

@@ -71,6 +71,25 @@ async fn a_new_post_and_a_new_follow_show_in_the_very_next_read_even_with_a_warm
 }
 
 #[tokio::test]
+async fn a_follow_that_published_no_version_is_still_seen_by_asking_users() {
+    let app = spawn_app().await;
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    app.post(&author, "hello").await;
+    assert!(
+        app.walk("/v1/feed", Some(&reader.token), 20)
+            .await
+            .is_empty()
+    );
+    app.follow(&reader, &author).await;
+    // As if Redis had lost the follow's announcement and the key had then expired.
+    app.forget_published_graph_version(&reader).await;
+    assert_eq!(
+        app.walk("/v1/feed", Some(&reader.token), 20).await,
+        vec!["hello"]
+    );
+}
+
+#[tokio::test]
 async fn pages_stay_stable_while_new_posts_arrive_between_reads() {
     let app = spawn_app().await;
     let (reader, author) = (app.register("reader").await, app.register("author").await);
@@ -184,7 +203,8 @@ async fn feed_queries_are_checked() {
 }
 
 #[tokio::test]
-async fn with_the_users_service_down_the_feed_answers_503_fast_or_from_its_cache() {
+async fn with_the_users_service_down_the_feed_answers_from_the_published_version_its_cache_or_503()
+{
     let app = spawn_app().await;
     let (cached, cold, author) = (
         app.register("cached").await,
@@ -216,6 +236,17 @@ async fn with_the_users_service_down_the_feed_answers_503_fast_or_from_its_cache
     )
     .await;
 
+    // The version users published still matches the cached list: that list is current, and
+    // users need not be asked.
+    let response = app.get("/v1/feed", Some(&cached.token)).await;
+    assert!(!response.headers().contains_key("x-served-from-cache"));
+    assert_eq!(
+        texts_of(&expect_json(response, StatusCode::OK).await),
+        vec!["hello"]
+    );
+    // Once the published version is gone, users would have to confirm the list: it is served,
+    // marked as possibly stale.
+    app.forget_published_graph_version(&cached).await;
     let response = app.get("/v1/feed", Some(&cached.token)).await;
     assert_eq!(response.headers()["x-served-from-cache"], "followees");
     assert_eq!(
@@ -426,6 +457,11 @@ async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
         value(r#"cache_requests_total{cache="followees",result="hit"}"#),
         Some(2.0)
     );
+    // The first read published the version it was served at; the next two trusted it.
+    assert_eq!(
+        value(r#"cache_requests_total{cache="followee_version",result="hit"}"#),
+        Some(2.0)
+    );
     assert!(
         value(r#"cache_requests_total{cache="authors",result="hit"}"#)
             .is_some_and(|hits| hits >= 3.0)
@@ -434,7 +470,8 @@ async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
         value(
             r#"upstream_request_duration_seconds_count{operation="followee_ids",target="users"}"#
         ),
-        Some(3.0)
+        Some(1.0),
+        "only the first read asks users"
     );
     // Pool waits come from sqlx's acquisition events (the subscriber is process-wide).
     assert!(

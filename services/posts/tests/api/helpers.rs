@@ -23,6 +23,8 @@ pub struct TestApp {
     posts_env: Vec<(&'static str, String)>,
     /// Present when spawned with [`spawn_behind_proxies`].
     pub proxies: Option<Proxies>,
+    /// The Redis key prefix both services use.
+    pub redis_prefix: String,
 }
 
 /// Fault proxies between the posts service and each of its dependencies.
@@ -76,6 +78,9 @@ pub async fn spawn_behind_proxies(overrides: &[(&'static str, &str)]) -> TestApp
 async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
     finished_spans();
     let db = TestDatabase::new().await;
+    // One prefix for both services, as in a deployment: posts reads the followee-set versions
+    // users publishes (docs/adr/0017-published-graph-versions.md).
+    let redis_prefix = test_support::redis_prefix();
     // The posts port is chosen first, so that the users service's outbox can be pointed at it
     // and posts can be stopped and started again at the same address.
     let posts_port = test_support::free_port();
@@ -83,7 +88,7 @@ async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
-        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        ("REDIS_KEY_PREFIX", redis_prefix.clone()),
         ("RATE_LIMIT_SIGNUP_IP", "1000/60".to_owned()),
         ("JWT_KEYS_DIR", test_support::keys::private_dir()),
         ("JWT_SIGNING_KID", "primary".to_owned()),
@@ -126,7 +131,7 @@ async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", posts_db),
         ("REDIS_URL", redis_url),
-        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        ("REDIS_KEY_PREFIX", redis_prefix.clone()),
         (
             "JWKS_URL",
             format!("{users_for_posts}/.well-known/jwks.json"),
@@ -153,6 +158,7 @@ async fn spawn(overrides: &[(&'static str, &str)], proxied: bool) -> TestApp {
         posts_server,
         posts_env: env,
         proxies,
+        redis_prefix,
     }
 }
 
@@ -165,6 +171,12 @@ async fn start_posts(env: &[(&'static str, String)]) -> actix_web::dev::ServerHa
 }
 
 impl TestApp {
+    /// Removes the followee-set version users published for `user`, as its expiry would: the
+    /// next feed read has to ask users (docs/adr/0017-published-graph-versions.md).
+    pub async fn forget_published_graph_version(&self, user: &TestUser) {
+        test_support::redis::del(&common::graph_versions::key(&self.redis_prefix, user.id)).await;
+    }
+
     /// Stops the posts service (its port refuses connections until [`Self::restart_posts`]).
     pub async fn stop_posts(&self) {
         self.posts_server.stop(false).await;

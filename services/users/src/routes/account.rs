@@ -159,9 +159,9 @@ pub async fn delete_me(
 ) -> Result<HttpResponse, UsersError> {
     confirm_password(&state, &user, "password", &body.password).await?;
     let mut tx = state.db.begin().await?;
-    if !accounts::delete(&mut tx, user.id).await? {
+    let Some(versions) = accounts::delete(&mut tx, user.id).await? else {
         return Err(UsersError::NotFound);
-    }
+    };
     outbox::enqueue(&mut *tx, &DELETION_TARGETS, "account_deleted", user.id).await?;
     audit::record(
         &meta,
@@ -173,6 +173,7 @@ pub async fn delete_me(
     )
     .await?;
     tx.commit().await?;
+    state.graph_versions.publish(&versions).await;
     state.outbox_wake.notify_one();
     tracing::info!(user_id = %user.id, "account deleted");
     Ok(HttpResponse::NoContent().finish())

@@ -7,6 +7,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
+use common::graph_versions;
 use common::pagination::{Page, PageQuery};
 use common::problem::Problem;
 use serde::{Deserialize, Serialize};
@@ -87,8 +88,10 @@ pub async fn follow(
         .enforce("follow", quota, &user.id.to_string())
         .await?;
     let mut tx = state.db.begin().await?;
-    let outcome = graph::follow(&mut tx, user.id, *id).await?;
+    let (outcome, versions) = graph::follow(&mut tx, user.id, *id).await?;
     tx.commit().await?;
+    // Before the answer: a feed read after this 204 must find the new version.
+    state.graph_versions.publish(&versions).await;
     match outcome {
         FollowOutcome::Following => Ok(HttpResponse::NoContent().finish()),
         FollowOutcome::UnknownAccount => Err(UsersError::NotFound),
@@ -119,13 +122,11 @@ pub async fn unfollow(
         return Err(UsersError::SelfAction("unfollow"));
     }
     let mut tx = state.db.begin().await?;
-    let known = graph::unfollow(&mut tx, user.id, *id).await?;
+    let changed = graph::unfollow(&mut tx, user.id, *id).await?;
     tx.commit().await?;
-    if known {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(UsersError::NotFound)
-    }
+    let versions = changed.ok_or(UsersError::NotFound)?;
+    state.graph_versions.publish(&versions).await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Blocks an account: follows both ways are removed, and new ones refused. Idempotent.
@@ -150,13 +151,11 @@ pub async fn block(
         return Err(UsersError::SelfAction("block"));
     }
     let mut tx = state.db.begin().await?;
-    let known = graph::block(&mut tx, user.id, *id).await?;
+    let changed = graph::block(&mut tx, user.id, *id).await?;
     tx.commit().await?;
-    if known {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(UsersError::NotFound)
-    }
+    let versions = changed.ok_or(UsersError::NotFound)?;
+    state.graph_versions.publish(&versions).await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Lifts a block. Idempotent.
@@ -266,11 +265,14 @@ pub async fn following_ids(
     let version = graph::graph_version(&state.db, *id)
         .await?
         .ok_or(UsersError::NotFound)?;
-    let etag = format!("\"v{version}\"");
+    let etag = graph_versions::etag(version);
     let cached = request
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
+    // Readers trust the published version instead of asking while it matches their copy; this
+    // answer is current as of the version read, so it is published (it never lowers one).
+    state.graph_versions.publish(&[(*id, version)]).await;
     if cached == Some(etag.as_str()) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))

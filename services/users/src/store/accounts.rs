@@ -246,9 +246,13 @@ pub async fn set_password(
 
 /// Deletes an account with its tokens, follows and blocks. The counters of the accounts on the
 /// other end of its follows go down, and its followers' followee sets change version, so their
-/// cached feeds drop it on the next read. Returns whether there was such an account.
+/// cached feeds drop it on the next read. Returns `None` if there was no such account, else
+/// the new versions of those followee sets.
 #[tracing::instrument(skip_all, err)]
-pub async fn delete(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<crate::store::graph::Versions>, sqlx::Error> {
     // Lock the row first: a follow of this account racing the deletion waits, then fails on
     // the foreign key instead of leaving a counter off by one.
     let exists = sqlx::query_scalar!(
@@ -259,17 +263,21 @@ pub async fn delete(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, sql
     .await?
     .is_some();
     if !exists {
-        return Ok(false);
+        return Ok(None);
     }
-    sqlx::query!(
+    let versions = sqlx::query!(
         r#"UPDATE users.accounts a
            SET following_count = a.following_count - 1, graph_version = a.graph_version + 1
            FROM users.follows f
-           WHERE f.followee_id = $1 AND a.id = f.follower_id"#,
+           WHERE f.followee_id = $1 AND a.id = f.follower_id
+           RETURNING a.id, a.graph_version"#,
         id
     )
-    .execute(&mut *conn)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.graph_version))
+    .collect();
     sqlx::query!(
         r#"UPDATE users.accounts a
            SET followers_count = a.followers_count - 1
@@ -282,5 +290,5 @@ pub async fn delete(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, sql
     sqlx::query!(r#"DELETE FROM users.accounts WHERE id = $1"#, id)
         .execute(&mut *conn)
         .await?;
-    Ok(true)
+    Ok(Some(versions))
 }

@@ -64,15 +64,23 @@ async fn blocked_either_way(
     .await
 }
 
+/// Followee sets changed by a write, with their new versions: what the handler publishes once
+/// the transaction has committed (docs/adr/0017-published-graph-versions.md).
+pub type Versions = Vec<(Uuid, i64)>;
+
 /// Marks the followee sets of `ids` as changed (the ETag of their followee-id lists).
-async fn bump_graph_versions(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"UPDATE users.accounts SET graph_version = graph_version + 1 WHERE id = ANY($1)"#,
+async fn bump_graph_versions(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Versions, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"UPDATE users.accounts SET graph_version = graph_version + 1 WHERE id = ANY($1)
+           RETURNING id, graph_version"#,
         ids,
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    Ok(rows.into_iter().map(|r| (r.id, r.graph_version)).collect())
 }
 
 async fn adjust_counts(
@@ -95,18 +103,20 @@ async fn adjust_counts(
     Ok(())
 }
 
-/// `follower` follows `followee`; idempotent. Run it in a transaction.
+/// `follower` follows `followee`; idempotent. Run it in a transaction. The versions are those
+/// of the followee sets it changed (none when nothing changed).
 #[tracing::instrument(skip_all, err)]
 pub async fn follow(
     conn: &mut PgConnection,
     follower: Uuid,
     followee: Uuid,
-) -> Result<FollowOutcome, sqlx::Error> {
+) -> Result<(FollowOutcome, Versions), sqlx::Error> {
+    let unchanged = |outcome| Ok((outcome, Versions::new()));
     let Some(following_count) = lock_pair(conn, follower, followee).await? else {
-        return Ok(FollowOutcome::UnknownAccount);
+        return unchanged(FollowOutcome::UnknownAccount);
     };
     if blocked_either_way(conn, follower, followee).await? {
-        return Ok(FollowOutcome::Blocked);
+        return unchanged(FollowOutcome::Blocked);
     }
     let already = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM users.follows WHERE follower_id = $1 AND followee_id = $2) AS "exists!""#,
@@ -116,10 +126,10 @@ pub async fn follow(
     .fetch_one(&mut *conn)
     .await?;
     if already {
-        return Ok(FollowOutcome::Following);
+        return unchanged(FollowOutcome::Following);
     }
     if following_count >= MAX_FOLLOWING {
-        return Ok(FollowOutcome::LimitReached);
+        return unchanged(FollowOutcome::LimitReached);
     }
     sqlx::query!(
         r#"INSERT INTO users.follows (follower_id, followee_id) VALUES ($1, $2)"#,
@@ -129,19 +139,20 @@ pub async fn follow(
     .execute(&mut *conn)
     .await?;
     adjust_counts(conn, follower, followee, 1).await?;
-    bump_graph_versions(conn, &[follower]).await?;
-    Ok(FollowOutcome::Following)
+    let versions = bump_graph_versions(conn, &[follower]).await?;
+    Ok((FollowOutcome::Following, versions))
 }
 
-/// `follower` stops following `followee`; idempotent. False if either account is unknown.
+/// `follower` stops following `followee`; idempotent. `None` if either account is unknown,
+/// else the versions of the followee sets it changed.
 #[tracing::instrument(skip_all, err)]
 pub async fn unfollow(
     conn: &mut PgConnection,
     follower: Uuid,
     followee: Uuid,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Versions>, sqlx::Error> {
     if lock_pair(conn, follower, followee).await?.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
     let deleted = sqlx::query!(
         r#"DELETE FROM users.follows WHERE follower_id = $1 AND followee_id = $2"#,
@@ -150,23 +161,24 @@ pub async fn unfollow(
     )
     .execute(&mut *conn)
     .await?;
-    if deleted.rows_affected() == 1 {
-        adjust_counts(conn, follower, followee, -1).await?;
-        bump_graph_versions(conn, &[follower]).await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(Some(Versions::new()));
     }
-    Ok(true)
+    adjust_counts(conn, follower, followee, -1).await?;
+    Ok(Some(bump_graph_versions(conn, &[follower]).await?))
 }
 
-/// `blocker` blocks `blocked`, removing follows both ways; idempotent. False if either
-/// account is unknown. Run it in a transaction.
+/// `blocker` blocks `blocked`, removing follows both ways; idempotent. `None` if either
+/// account is unknown, else the versions of the followee sets it changed. Run it in a
+/// transaction.
 #[tracing::instrument(skip_all, err)]
 pub async fn block(
     conn: &mut PgConnection,
     blocker: Uuid,
     blocked: Uuid,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Versions>, sqlx::Error> {
     if lock_pair(conn, blocker, blocked).await?.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
     sqlx::query!(
         r#"INSERT INTO users.blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"#,
@@ -188,10 +200,10 @@ pub async fn block(
         adjust_counts(conn, edge.follower_id, edge.followee_id, -1).await?;
     }
     let followers: Vec<Uuid> = removed.iter().map(|edge| edge.follower_id).collect();
-    if !followers.is_empty() {
-        bump_graph_versions(conn, &followers).await?;
+    if followers.is_empty() {
+        return Ok(Some(Versions::new()));
     }
-    Ok(true)
+    Ok(Some(bump_graph_versions(conn, &followers).await?))
 }
 
 /// Lifts a block; idempotent. False if the blocked account is unknown.

@@ -328,3 +328,71 @@ async fn the_followee_list_etag_changes_exactly_when_the_set_changes() {
     let body: Value = after_block.json().await.unwrap();
     assert_eq!(body["ids"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn every_change_to_a_followee_set_is_published_before_it_is_answered() {
+    let app = spawn_app().await;
+    let (reader, a, b) = (
+        app.register("reader").await,
+        app.register("a_author").await,
+        app.register("b_author").await,
+    );
+    let path = format!("/v1/users/{}/following/ids", reader.id);
+    let published = || app.published_graph_version(reader.id);
+    assert_eq!(
+        published().await,
+        None,
+        "nothing is published before it is asked"
+    );
+    // Serving the list publishes the version served, as the ETag says it.
+    let served = app.get(&path, None).await;
+    let etag = served.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        published().await.map(common::graph_versions::etag),
+        Some(etag)
+    );
+
+    expect_status(follow(&app, &reader, a.id).await, StatusCode::NO_CONTENT).await;
+    let after_follow = published().await.unwrap();
+    let served = app.get(&path, None).await;
+    assert_eq!(
+        served.headers()["etag"].to_str().unwrap(),
+        common::graph_versions::etag(after_follow),
+        "published before the 204, and the same version the list is served at"
+    );
+    // A follow that changes nothing publishes nothing new.
+    expect_status(follow(&app, &reader, a.id).await, StatusCode::NO_CONTENT).await;
+    assert_eq!(published().await, Some(after_follow));
+
+    let unfollow = format!("/v1/users/{}/follow", a.id);
+    let unfollowed = app.delete(&unfollow, Some(&reader.access_token)).await;
+    expect_status(unfollowed, StatusCode::NO_CONTENT).await;
+    let after_unfollow = published().await.unwrap();
+    assert!(after_unfollow > after_follow);
+
+    // A block removes the follow of the blocked account, which changes the blocked one's set.
+    expect_status(follow(&app, &reader, a.id).await, StatusCode::NO_CONTENT).await;
+    let before_block = published().await.unwrap();
+    let block = format!("/v1/users/{}/block", reader.id);
+    let blocked = app.put(&block, Some(&a.access_token)).await;
+    expect_status(blocked, StatusCode::NO_CONTENT).await;
+    assert!(published().await.unwrap() > before_block);
+
+    // An account deletion changes the sets of its followers.
+    expect_status(follow(&app, &reader, b.id).await, StatusCode::NO_CONTENT).await;
+    let before_deletion = published().await.unwrap();
+    let deletion = app.request(
+        reqwest::Method::DELETE,
+        "/v1/users/me",
+        Some(&b.access_token),
+        Some(serde_json::json!({"password": b.password})),
+    );
+    expect_status(deletion.await, StatusCode::NO_CONTENT).await;
+    let after_deletion = published().await.unwrap();
+    assert!(after_deletion > before_deletion);
+    let served = app.get(&path, None).await;
+    assert_eq!(
+        served.headers()["etag"].to_str().unwrap(),
+        common::graph_versions::etag(after_deletion)
+    );
+}

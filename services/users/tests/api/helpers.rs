@@ -19,6 +19,8 @@ pub struct TestApp {
     /// Starts this instance's two-step shutdown.
     pub drain: common::service::Drain,
     pub server: actix_web::dev::ServerHandle,
+    /// This instance's Redis key prefix.
+    pub redis_prefix: String,
 }
 
 pub struct TestUser {
@@ -53,6 +55,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDatabase::new().await;
     let mut settings = test_settings(&db);
     customise(&mut settings);
+    let redis_prefix = settings.base.redis.key_prefix.clone();
     let app = Application::build(settings)
         .await
         .expect("the users service builds");
@@ -71,6 +74,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         admin_pool,
         drain,
         server,
+        redis_prefix,
     }
 }
 
@@ -111,6 +115,13 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// The followee-set version published in Redis for `id`, if any (ADR 0017).
+    pub async fn published_graph_version(&self, id: Uuid) -> Option<i64> {
+        test_support::redis::get(&common::graph_versions::key(&self.redis_prefix, id))
+            .await
+            .and_then(|v| common::graph_versions::parse(&v))
     }
 
     /// Registers `username` (password `password-<username>`), asserting 201.

@@ -1,0 +1,115 @@
+//! Published followee-set versions against a real Redis: they only ever rise, an equal write
+//! renews the lifetime, and a Redis that is gone fails nothing.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on anything unexpected"
+)]
+
+use common::graph_versions::{self, Publisher};
+use common::metrics::Metrics;
+use common::redis::RedisSettings;
+use common::redis::deadpool_redis::redis;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn publisher_on(redis_url: &str, prefix: &str, ttl: Duration) -> (Publisher, Arc<Metrics>) {
+    let redis = RedisSettings {
+        url: redis_url.to_owned(),
+        pool_size: 2,
+        timeout: Duration::from_millis(200),
+        key_prefix: prefix.to_owned(),
+    };
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let publisher = Publisher::new(
+        redis.pool().unwrap(),
+        prefix.to_owned(),
+        redis.timeout,
+        ttl,
+        metrics.clone(),
+    );
+    (publisher, metrics)
+}
+
+fn unique_prefix() -> String {
+    format!("test:{}:", Uuid::new_v4().simple())
+}
+
+async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
+    let pool = RedisSettings {
+        url: "redis://127.0.0.1:6379".to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_secs(1),
+        key_prefix: String::new(),
+    }
+    .pool()
+    .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let key = graph_versions::key(prefix, user);
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (value.and_then(|v| graph_versions::parse(&v)), ttl)
+}
+
+#[tokio::test]
+async fn a_published_version_only_rises_and_an_equal_one_renews_its_lifetime() {
+    let prefix = unique_prefix();
+    let (publisher, _) = publisher_on("redis://127.0.0.1:6379", &prefix, Duration::from_secs(60));
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+
+    publisher.publish(&[(a, 5), (b, 1)]).await;
+    assert_eq!(stored(&prefix, a).await.0, Some(5));
+    assert_eq!(stored(&prefix, b).await.0, Some(1));
+
+    // A read that raced a follow offers the version it read: it must not undo the follow's.
+    publisher.publish(&[(a, 4)]).await;
+    assert_eq!(stored(&prefix, a).await.0, Some(5));
+    publisher.publish(&[(a, 6)]).await;
+    assert_eq!(stored(&prefix, a).await.0, Some(6));
+
+    // Every write sets the lifetime; an equal version renews it.
+    let (longer, _) = publisher_on("redis://127.0.0.1:6379", &prefix, Duration::from_secs(600));
+    longer.publish(&[(a, 6)]).await;
+    let (version, ttl) = stored(&prefix, a).await;
+    assert_eq!(version, Some(6));
+    assert!(ttl > 60 && ttl <= 600, "lifetime {ttl}");
+    assert!(stored(&prefix, b).await.1 <= 60);
+}
+
+#[tokio::test]
+async fn more_accounts_than_one_pipeline_are_all_published() {
+    let prefix = unique_prefix();
+    let (publisher, _) = publisher_on("redis://127.0.0.1:6379", &prefix, Duration::from_secs(60));
+    let versions: Vec<(Uuid, i64)> = (0..1_234).map(|i| (Uuid::now_v7(), i)).collect();
+    publisher.publish(&versions).await;
+    for (user, version) in [versions[0], versions[499], versions[500], versions[1_233]] {
+        assert_eq!(stored(&prefix, user).await.0, Some(version));
+    }
+}
+
+#[tokio::test]
+async fn without_redis_publishing_is_counted_and_returns() {
+    // Nothing listens on port 1.
+    let (publisher, metrics) = publisher_on(
+        "redis://127.0.0.1:1",
+        &unique_prefix(),
+        Duration::from_secs(60),
+    );
+    publisher.publish(&[(Uuid::now_v7(), 1)]).await;
+    assert_eq!(
+        metrics
+            .redis_errors
+            .with_label_values(&["graph_version"])
+            .get(),
+        1
+    );
+}
