@@ -46,7 +46,9 @@ impl PostView {
     }
 }
 
-/// Views of `rows`, in order. Posts whose author no longer exists are left out.
+/// Views of `rows`, in order, as `viewer` sees them. Posts whose author no longer exists are
+/// left out. Rows read with `viewer` as their reader already say whether they are liked; the
+/// others are asked about in one query.
 pub async fn render(
     state: &AppState,
     rows: Vec<PostRow>,
@@ -54,13 +56,17 @@ pub async fn render(
     ctx: &CallContext,
 ) -> Result<Vec<PostView>, PostsError> {
     let author_ids: Vec<Uuid> = rows.iter().map(|r| r.author_id).collect();
-    let post_ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let unknown: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| r.liked_by_me.is_none())
+        .map(|r| r.id)
+        .collect();
     // Authors (Redis, else users) and the viewer's likes (PostgreSQL) are independent: asked at
     // once, the page waits for the slower of the two instead of both in turn.
     let liked = async {
         match viewer {
-            Some(viewer) if !post_ids.is_empty() => {
-                let liked = likes::liked_among(&state.db, viewer, &post_ids).await?;
+            Some(viewer) if !unknown.is_empty() => {
+                let liked = likes::liked_among(&state.db, viewer, &unknown).await?;
                 Ok::<_, PostsError>(liked.into_iter().collect::<HashSet<Uuid>>())
             }
             _ => Ok(HashSet::new()),
@@ -71,7 +77,7 @@ pub async fn render(
         .into_iter()
         .filter_map(|row| {
             let author = authors.get(&row.author_id)?.clone();
-            let liked_by_me = viewer.map(|_| liked.contains(&row.id));
+            let liked_by_me = viewer.map(|_| row.liked_by_me.unwrap_or(liked.contains(&row.id)));
             Some(PostView::new(row, author, liked_by_me))
         })
         .collect())

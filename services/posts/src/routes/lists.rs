@@ -118,7 +118,7 @@ pub async fn replies(
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
     let request = query.parse::<PostPosition>()?;
-    posts::by_id(&state.db, *id)
+    posts::by_id(&state.db, *id, None)
         .await?
         .ok_or(PostsError::NotFound)?;
     let after = request.after.as_ref().map(|p| (p.t, p.id));
@@ -158,15 +158,17 @@ pub async fn timeline(
     }
     let before = start_of(&request, query.before);
     let exclude_replies = query.exclude_replies.unwrap_or(false);
+    let viewer = viewer.0.map(|u| u.id);
     let rows = posts::timeline(
         &state.db,
         *id,
         before,
         exclude_replies,
         request.fetch_limit(),
+        viewer,
     )
     .await?;
-    let page = page_of(&state, rows, &request, viewer.0.map(|u| u.id), &req).await?;
+    let page = page_of(&state, rows, &request, viewer, &req).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -215,6 +217,7 @@ pub async fn feed(
         before,
         exclude_replies,
         request.fetch_limit(),
+        user.id,
     )
     .await?;
     let page = page_of(&state, rows, &request, Some(user.id), &req).await?;

@@ -147,10 +147,10 @@ pub async fn show(
     id: web::Path<Uuid>,
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
-    let row = posts::by_id(&state.db, *id)
+    let viewer = viewer.0.map(|u| u.id);
+    let row = posts::by_id(&state.db, *id, viewer)
         .await?
         .ok_or(PostsError::NotFound)?;
-    let viewer = viewer.0.map(|u| u.id);
     let view = views::render(&state, vec![row], viewer, &call_context_of(&req)).await?;
     let view = view.into_iter().next().ok_or(PostsError::NotFound)?;
     Ok(HttpResponse::Ok().json(view))

@@ -26,8 +26,8 @@ pub fn walk_for(followees: usize) -> i64 {
     (100_000 / followees.max(1)).clamp(300, 2_000) as i64
 }
 
-/// The newest `limit` posts by `authors` strictly before `before`: [`recent`] when it can
-/// answer, else [`pruned`].
+/// The newest `limit` posts by `authors` strictly before `before`, with whether `reader` likes
+/// each: [`recent`] when it can answer, else [`pruned`].
 #[tracing::instrument(skip_all, fields(authors = authors.len(), limit, path), err)]
 pub async fn page(
     db: &PgPool,
@@ -35,14 +35,15 @@ pub async fn page(
     before: Position,
     exclude_replies: bool,
     limit: i64,
+    reader: Uuid,
 ) -> Result<Vec<PostRow>, sqlx::Error> {
     let walk = walk_for(authors.len());
-    if let Some(rows) = recent(db, authors, before, exclude_replies, limit, walk).await? {
+    if let Some(rows) = recent(db, authors, before, exclude_replies, limit, walk, reader).await? {
         tracing::Span::current().record("path", "recent");
         return Ok(rows);
     }
     tracing::Span::current().record("path", "pruned");
-    pruned(db, authors, before, exclude_replies, limit).await
+    pruned(db, authors, before, exclude_replies, limit, reader).await
 }
 
 /// The page from the newest `walk` heads of the service, or `None` when they cannot prove it
@@ -56,6 +57,7 @@ pub async fn recent(
     exclude_replies: bool,
     limit: i64,
     walk: i64,
+    reader: Uuid,
 ) -> Result<Option<Vec<PostRow>>, sqlx::Error> {
     let rows = sqlx::query_as!(
         PostRow,
@@ -93,31 +95,40 @@ pub async fn recent(
                -- Every head was walked, or the floor is above every head that was not.
                SELECT f.at FROM floor f CROSS JOIN edge e
                WHERE e.heads < $6 OR (f.full AND f.at > e.at)
-           )
-           SELECT p.id AS "id!", p.author_id AS "author_id!", p.text AS "text!", p.reply_to,
-                  p.created_at AS "created_at!", p.edited_at, p.like_count AS "like_count!",
-                  p.reply_count AS "reply_count!"
-           FROM followed h
-           CROSS JOIN exact f
-           CROSS JOIN LATERAL (
+           ),
+           page AS (
                SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
-               FROM posts.posts p
-               WHERE p.author_id = h.author_id
-                 AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
-                 AND p.created_at >= f.at
-                 AND (NOT $4 OR p.reply_to IS NULL)
+               FROM followed h
+               CROSS JOIN exact f
+               CROSS JOIN LATERAL (
+                   SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
+                   FROM posts.posts p
+                   WHERE p.author_id = h.author_id
+                     AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
+                     AND p.created_at >= f.at
+                     AND (NOT $4 OR p.reply_to IS NULL)
+                   ORDER BY p.created_at DESC, p.id DESC
+                   LIMIT $5
+               ) p
+               WHERE h.bound >= f.at
                ORDER BY p.created_at DESC, p.id DESC
                LIMIT $5
-           ) p
-           WHERE h.bound >= f.at
-           ORDER BY p.created_at DESC, p.id DESC
-           LIMIT $5"#,
+           )
+           -- The reader's likes, probed for the page's rows only.
+           SELECT page.id AS "id!", page.author_id AS "author_id!", page.text AS "text!",
+                  page.reply_to, page.created_at AS "created_at!", page.edited_at,
+                  page.like_count AS "like_count!", page.reply_count AS "reply_count!",
+                  EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = page.id AND l.user_id = $7)
+                      AS "liked_by_me?"
+           FROM page
+           ORDER BY page.created_at DESC, page.id DESC"#,
         authors,
         before.0,
         before.1,
         exclude_replies,
         limit,
         walk,
+        reader,
     )
     .fetch_all(db)
     .await?;
@@ -133,6 +144,7 @@ pub async fn pruned(
     before: Position,
     exclude_replies: bool,
     limit: i64,
+    reader: Uuid,
 ) -> Result<Vec<PostRow>, sqlx::Error> {
     sqlx::query_as!(
         PostRow,
@@ -157,30 +169,39 @@ pub async fn pruned(
            floor AS (
                SELECT CASE WHEN count(*) >= $5 THEN min(created_at) ELSE '-infinity'::timestamptz END AS at
                FROM probe
-           )
-           SELECT p.id AS "id!", p.author_id AS "author_id!", p.text AS "text!", p.reply_to,
-                  p.created_at AS "created_at!", p.edited_at, p.like_count AS "like_count!",
-                  p.reply_count AS "reply_count!"
-           FROM heads h
-           CROSS JOIN floor f
-           CROSS JOIN LATERAL (
+           ),
+           page AS (
                SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
-               FROM posts.posts p
-               WHERE p.author_id = h.author_id
-                 AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
-                 AND p.created_at >= f.at
-                 AND (NOT $4 OR p.reply_to IS NULL)
+               FROM heads h
+               CROSS JOIN floor f
+               CROSS JOIN LATERAL (
+                   SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
+                   FROM posts.posts p
+                   WHERE p.author_id = h.author_id
+                     AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
+                     AND p.created_at >= f.at
+                     AND (NOT $4 OR p.reply_to IS NULL)
+                   ORDER BY p.created_at DESC, p.id DESC
+                   LIMIT $5
+               ) p
+               WHERE h.bound >= f.at
                ORDER BY p.created_at DESC, p.id DESC
                LIMIT $5
-           ) p
-           WHERE h.bound >= f.at
-           ORDER BY p.created_at DESC, p.id DESC
-           LIMIT $5"#,
+           )
+           -- The reader's likes, probed for the page's rows only.
+           SELECT page.id AS "id!", page.author_id AS "author_id!", page.text AS "text!",
+                  page.reply_to, page.created_at AS "created_at!", page.edited_at,
+                  page.like_count AS "like_count!", page.reply_count AS "reply_count!",
+                  EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = page.id AND l.user_id = $6)
+                      AS "liked_by_me?"
+           FROM page
+           ORDER BY page.created_at DESC, page.id DESC"#,
         authors,
         before.0,
         before.1,
         exclude_replies,
         limit,
+        reader,
     )
     .fetch_all(db)
     .await

@@ -15,6 +15,9 @@ pub struct PostRow {
     pub edited_at: Option<DateTime<Utc>>,
     pub like_count: i64,
     pub reply_count: i64,
+    /// Whether the reader likes it, when the statement that read the row was given the reader;
+    /// `None` leaves the question to [`crate::views::render`], which then asks once per page.
+    pub liked_by_me: Option<bool>,
 }
 
 /// A keyset position in a newest-first or oldest-first list of posts.
@@ -44,7 +47,8 @@ pub async fn insert(
         PostRow,
         r#"INSERT INTO posts.posts (id, author_id, text, reply_to, created_at)
            VALUES ($1, $2, $3, $4, clock_timestamp())
-           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count,
+                     false AS "liked_by_me?""#,
         Uuid::now_v7(),
         author,
         text,
@@ -70,12 +74,21 @@ pub async fn insert(
 
 /// One post.
 #[tracing::instrument(skip_all, err)]
-pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PostRow>, sqlx::Error> {
+pub async fn by_id(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    reader: Option<Uuid>,
+) -> Result<Option<PostRow>, sqlx::Error> {
     sqlx::query_as!(
         PostRow,
-        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
-           FROM posts.posts WHERE id = $1"#,
+        r#"SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count,
+                  p.reply_count,
+                  CASE WHEN $2::uuid IS NULL THEN NULL
+                       ELSE EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = p.id AND l.user_id = $2)
+                  END AS "liked_by_me?"
+           FROM posts.posts p WHERE p.id = $1"#,
         id,
+        reader,
     )
     .fetch_optional(db)
     .await
@@ -93,7 +106,8 @@ pub async fn edit(
         PostRow,
         r#"UPDATE posts.posts SET text = $3, edited_at = clock_timestamp()
            WHERE id = $1 AND author_id = $2
-           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count,
+                     NULL::bool AS "liked_by_me?""#,
         id,
         author,
         text,
@@ -113,7 +127,8 @@ pub async fn delete(
     let deleted = sqlx::query_as!(
         PostRow,
         r#"DELETE FROM posts.posts WHERE id = $1 AND ($2::uuid IS NULL OR author_id = $2)
-           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count"#,
+           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count,
+                     NULL::bool AS "liked_by_me?""#,
         id,
         author,
     )
@@ -167,7 +182,8 @@ pub async fn replies(
     let (after_at, after_id) = after.unzip();
     sqlx::query_as!(
         PostRow,
-        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count,
+                  NULL::bool AS "liked_by_me?"
            FROM posts.posts
            WHERE reply_to = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
            ORDER BY created_at, id
@@ -181,7 +197,7 @@ pub async fn replies(
     .await
 }
 
-/// `author`'s posts, newest first, strictly before `before`.
+/// `author`'s posts, newest first, strictly before `before`, with `reader`'s likes if given.
 #[tracing::instrument(skip_all, err)]
 pub async fn timeline(
     db: impl PgExecutor<'_>,
@@ -189,20 +205,31 @@ pub async fn timeline(
     before: Position,
     exclude_replies: bool,
     limit: i64,
+    reader: Option<Uuid>,
 ) -> Result<Vec<PostRow>, sqlx::Error> {
     sqlx::query_as!(
         PostRow,
-        r#"SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
-           FROM posts.posts
-           WHERE author_id = $1 AND (created_at, id) < ($2::timestamptz, $3::uuid)
-             AND (NOT $4 OR reply_to IS NULL)
-           ORDER BY created_at DESC, id DESC
-           LIMIT $5"#,
+        r#"SELECT page.id AS "id!", page.author_id AS "author_id!", page.text AS "text!",
+                  page.reply_to, page.created_at AS "created_at!", page.edited_at,
+                  page.like_count AS "like_count!", page.reply_count AS "reply_count!",
+                  CASE WHEN $6::uuid IS NULL THEN NULL
+                       ELSE EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = page.id AND l.user_id = $6)
+                  END AS "liked_by_me?"
+           FROM (
+               SELECT id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+               FROM posts.posts
+               WHERE author_id = $1 AND (created_at, id) < ($2::timestamptz, $3::uuid)
+                 AND (NOT $4 OR reply_to IS NULL)
+               ORDER BY created_at DESC, id DESC
+               LIMIT $5
+           ) page
+           ORDER BY page.created_at DESC, page.id DESC"#,
         author,
         before.0,
         before.1,
         exclude_replies,
         limit,
+        reader,
     )
     .fetch_all(db)
     .await

@@ -309,6 +309,10 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     .unwrap();
     sqlx::query("UPDATE posts.author_heads SET last_post_at = last_post_at + interval '30 days' WHERE author_id = $1")
         .bind(authors[1]).execute(pool).await.unwrap();
+    // The reader likes about a third of the posts; the statements say which.
+    let reader = Uuid::now_v7();
+    sqlx::query("INSERT INTO posts.likes (post_id, user_id) SELECT id, $1 FROM posts.posts WHERE get_byte(uuid_send(id), 15) % 3 = 0")
+        .bind(reader).execute(pool).await.unwrap();
 
     let readers: Vec<Vec<Uuid>> = vec![
         authors.iter().step_by(2).copied().collect(),
@@ -328,18 +332,20 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
             );
             for _page in 0..15 {
                 use posts::store::feed;
-                let got = feed::page(pool, followees, before, exclude_replies, 7)
+                let got = feed::page(pool, followees, before, exclude_replies, 7, reader)
                     .await
                     .unwrap();
-                let pruned = feed::pruned(pool, followees, before, exclude_replies, 7)
+                let pruned = feed::pruned(pool, followees, before, exclude_replies, 7, reader)
                     .await
                     .unwrap();
                 let ids = |rows: &[posts::store::posts::PostRow]| {
-                    rows.iter().map(|p| p.id).collect::<Vec<_>>()
+                    rows.iter()
+                        .map(|p| (p.id, p.liked_by_me))
+                        .collect::<Vec<_>>()
                 };
                 let mut walks = Vec::new();
                 for walk in [1, 2, 3, 5, 8, 10, 12, 14, 16, 20, 24, 28, 32, 1000] {
-                    match feed::recent(pool, followees, before, exclude_replies, 7, walk)
+                    match feed::recent(pool, followees, before, exclude_replies, 7, walk, reader)
                         .await
                         .unwrap()
                     {
@@ -350,11 +356,12 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
                         None => declined += 1,
                     }
                 }
-                let expected: Vec<Uuid> = sqlx::query_scalar(
-                    "SELECT id FROM posts.posts WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
+                let expected: Vec<(Uuid, Option<bool>)> = sqlx::query_as(
+                    "SELECT id, EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = p.id AND l.user_id = $5)
+                       FROM posts.posts p WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
                        AND (NOT $4 OR reply_to IS NULL) ORDER BY created_at DESC, id DESC LIMIT 7",
                 )
-                .bind(followees).bind(before.0).bind(before.1).bind(exclude_replies)
+                .bind(followees).bind(before.0).bind(before.1).bind(exclude_replies).bind(reader)
                 .fetch_all(pool).await.unwrap();
                 assert_eq!(ids(&got), expected, "followees {followees:?}");
                 assert_eq!(ids(&pruned), expected, "pruned, followees {followees:?}");
@@ -419,14 +426,16 @@ async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor(
     use posts::store::feed;
     // Three heads walked (stale, active, stranger): the floor (minute 10) is below the last
     // walked head (minute 98), so `quiet` could still be on the page.
-    let walked = feed::recent(pool, &followees, top, false, 2, 3)
+    let walked = feed::recent(pool, &followees, top, false, 2, 3, Uuid::nil())
         .await
         .unwrap();
     assert!(walked.is_none(), "{walked:?}");
-    let page = feed::page(pool, &followees, top, false, 2).await.unwrap();
+    let page = feed::page(pool, &followees, top, false, 2, Uuid::nil())
+        .await
+        .unwrap();
     assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
     // Every head walked: exact again.
-    let all = feed::recent(pool, &followees, top, false, 2, 10)
+    let all = feed::recent(pool, &followees, top, false, 2, 10, Uuid::nil())
         .await
         .unwrap()
         .unwrap();

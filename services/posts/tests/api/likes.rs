@@ -102,3 +102,78 @@ async fn liking_unknown_posts_or_anonymously_is_refused() {
     )
     .await;
 }
+
+/// `liked_by_me` of each item, by text; `None` where the field is absent.
+fn liked_flags(page: &serde_json::Value) -> Vec<(String, Option<bool>)> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["text"].as_str().unwrap().to_owned(),
+                p.get("liked_by_me").map(|v| v.as_bool().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn liked_by_me_is_the_viewers_own_like_on_every_read() {
+    let app = spawn_app().await;
+    let (alice, bob, carol) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    app.follow(&bob, &alice).await;
+    app.follow(&carol, &alice).await;
+    let liked = app.post(&alice, "liked").await;
+    app.post(&alice, "not liked").await;
+    let reply = app.reply(&alice, &liked, "liked reply").await;
+    for post in [&liked, &reply] {
+        let path = format!("/v1/posts/{}/like", post["id"].as_str().unwrap());
+        let response = app
+            .request(Method::PUT, &path, Some(&bob.token), None)
+            .await;
+        expect_status(response, StatusCode::NO_CONTENT).await;
+    }
+    // A new post is answered as not liked by its author.
+    assert_eq!(liked["liked_by_me"], false);
+
+    let timeline = format!("/v1/users/{}/posts", alice.id);
+    let replies = format!("/v1/posts/{}/replies", liked["id"].as_str().unwrap());
+    let single = format!("/v1/posts/{}", liked["id"].as_str().unwrap());
+    let read = |path: String, token: Option<String>| {
+        let app = &app;
+        async move { expect_json(app.get(&path, token.as_deref()).await, StatusCode::OK).await }
+    };
+    let own = |flag: bool| -> Vec<(String, Option<bool>)> {
+        vec![
+            ("liked reply".to_owned(), Some(flag)),
+            ("not liked".to_owned(), Some(false)),
+            ("liked".to_owned(), Some(flag)),
+        ]
+    };
+    for (who, flag) in [(&bob, true), (&carol, false)] {
+        let token = Some(who.token.clone());
+        // The feed and the timeline read likes in their statements; replies ask afterwards.
+        let feed = read("/v1/feed".to_owned(), token.clone()).await;
+        assert_eq!(liked_flags(&feed), own(flag), "feed");
+        let page = read(timeline.clone(), token.clone()).await;
+        assert_eq!(liked_flags(&page), own(flag), "timeline");
+        let page = read(replies.clone(), token.clone()).await;
+        assert_eq!(
+            liked_flags(&page),
+            vec![("liked reply".to_owned(), Some(flag))],
+            "replies"
+        );
+        let post = read(single.clone(), token).await;
+        assert_eq!(post["liked_by_me"], flag, "single post");
+    }
+    // Anonymous readers have no likes to show.
+    let page = read(timeline.clone(), None).await;
+    assert!(liked_flags(&page).iter().all(|(_, flag)| flag.is_none()));
+    let post = read(single, None).await;
+    assert!(post.get("liked_by_me").is_none());
+}
