@@ -16,7 +16,8 @@ pub struct Settings {
     pub base: ServiceSettings,
     /// Where the users service is.
     pub users: UsersClientSettings,
-    /// `AUTHOR_CACHE_TTL_SECS` (default 60): how long an author's name may be stale.
+    /// `AUTHOR_CACHE_TTL_SECS` (default 60): how long an author's name may be stale in Redis;
+    /// each process keeps the names it read a tenth of that (docs/adr/0018-authors-in-process.md).
     pub author_cache_ttl: Duration,
     /// `FOLLOWEES_CACHE_TTL_SECS` (default 3600): how long a followee list is kept to stand in
     /// while the users service is down (it is revalidated on every read while it is up).

@@ -8,7 +8,9 @@
 //!   is in the very next feed read. When the users service is unreachable, the cached list is
 //!   served and the response says so.
 //! - Author summaries are cached for a short TTL: a renamed user may show the old name for that
-//!   long, which touches neither guarantee.
+//!   long, which touches neither guarantee. In front of Redis, each process keeps the ones it
+//!   read for a tenth of that TTL (docs/adr/0018-authors-in-process.md): the authors of busy
+//!   feeds are the same few hundred accounts read after read.
 //!
 //! Redis failures degrade to misses; they never fail a request on their own.
 
@@ -19,8 +21,8 @@ use common::redis::{deadpool_redis::redis, with_timeout};
 use common::telemetry::CallContext;
 use common::users_client::{Followees, UserSummary, UsersClient, UsersClientError};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Followee ids, and whether they came from the cache because the users service did not answer.
@@ -39,7 +41,62 @@ pub struct Directory {
     redis_timeout: Duration,
     author_ttl: Duration,
     followees_ttl: Duration,
+    local: Arc<LocalAuthors>,
     metrics: Arc<Metrics>,
+}
+
+/// The most author summaries one process keeps (about 100 bytes each).
+const LOCAL_AUTHORS_CAPACITY: usize = 50_000;
+
+/// Author summaries held in this process, each until its deadline.
+struct LocalAuthors {
+    ttl: Duration,
+    entries: Mutex<HashMap<Uuid, (UserSummary, Instant)>>,
+}
+
+impl LocalAuthors {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Puts what it holds of `ids` into `found`; returns the ids it does not hold.
+    fn lookup(&self, ids: &[Uuid], found: &mut HashMap<Uuid, UserSummary>) -> Vec<Uuid> {
+        let now = Instant::now();
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut missing = Vec::new();
+        for id in ids {
+            match entries.get(id) {
+                Some((summary, until)) if *until > now => {
+                    found.insert(*id, summary.clone());
+                }
+                _ => missing.push(*id),
+            }
+        }
+        missing
+    }
+
+    /// Keeps `summaries` for the lifetime. When full, expired entries go first, and if that is
+    /// not enough, all of them: the next reads refill it from Redis.
+    fn keep<'a>(&self, summaries: impl IntoIterator<Item = &'a UserSummary>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + self.ttl;
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        for summary in summaries {
+            if entries.len() >= LOCAL_AUTHORS_CAPACITY {
+                entries.retain(|_, (_, deadline)| *deadline > now);
+                if entries.len() >= LOCAL_AUTHORS_CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(summary.id, (summary.clone(), until));
+        }
+    }
 }
 
 /// Cached followee list: the ETag, a newline, then 16 bytes per id.
@@ -85,6 +142,7 @@ impl Directory {
             redis_timeout,
             author_ttl,
             followees_ttl,
+            local: Arc::new(LocalAuthors::new(author_ttl / 10)),
             metrics,
         }
     }
@@ -223,25 +281,23 @@ impl Directory {
         if unique.is_empty() {
             return Ok(found);
         }
-        let keys: Vec<String> = unique.iter().map(|id| self.author_key(*id)).collect();
-        let cached = self.redis_mget(&keys).await;
+        let not_local = self.local.lookup(&unique, &mut found);
+        self.count("authors_local", found.len(), not_local.len());
         let mut missing = Vec::new();
-        for (id, value) in unique.iter().zip(cached) {
-            match value.and_then(|v| serde_json::from_slice::<UserSummary>(&v).ok()) {
-                Some(summary) => {
-                    found.insert(*id, summary);
+        if !not_local.is_empty() {
+            let keys: Vec<String> = not_local.iter().map(|id| self.author_key(*id)).collect();
+            let cached = self.redis_mget(&keys).await;
+            let mut from_redis = Vec::new();
+            for (id, value) in not_local.iter().zip(cached) {
+                match value.and_then(|v| serde_json::from_slice::<UserSummary>(&v).ok()) {
+                    Some(summary) => from_redis.push(summary),
+                    None => missing.push(*id),
                 }
-                None => missing.push(*id),
             }
+            self.local.keep(&from_redis);
+            found.extend(from_redis.into_iter().map(|s| (s.id, s)));
         }
-        self.metrics
-            .cache
-            .with_label_values(&["authors", "hit"])
-            .inc_by(found.len() as u64);
-        self.metrics
-            .cache
-            .with_label_values(&["authors", "miss"])
-            .inc_by(missing.len() as u64);
+        self.count("authors", found.len(), missing.len());
         if !missing.is_empty() {
             let fetched = self.client.profiles(&missing, ctx).await?;
             let pairs = fetched
@@ -253,15 +309,66 @@ impl Directory {
                 })
                 .collect();
             self.redis_set(pairs, self.author_ttl).await;
+            self.local.keep(&fetched);
             found.extend(fetched.into_iter().map(|s| (s.id, s)));
         }
         Ok(found)
+    }
+
+    fn count(&self, cache: &str, hits: usize, misses: usize) {
+        for (result, n) in [("hit", hits), ("miss", misses)] {
+            self.metrics
+                .cache
+                .with_label_values(&[cache, result])
+                .inc_by(n as u64);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(name: &str) -> UserSummary {
+        UserSummary {
+            id: Uuid::now_v7(),
+            username: name.to_owned(),
+            display_name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn authors_held_in_process_expire_and_never_exceed_the_capacity() {
+        let local = LocalAuthors::new(Duration::from_millis(50));
+        let (a, b) = (summary("a"), summary("b"));
+        local.keep([&a]);
+        let mut found = HashMap::new();
+        assert_eq!(local.lookup(&[a.id, b.id], &mut found), vec![b.id]);
+        assert_eq!(found[&a.id].username, "a");
+
+        std::thread::sleep(Duration::from_millis(60));
+        let mut found = HashMap::new();
+        assert_eq!(local.lookup(&[a.id], &mut found), vec![a.id], "expired");
+        assert!(found.is_empty());
+
+        let many: Vec<UserSummary> = (0..LOCAL_AUTHORS_CAPACITY + 10)
+            .map(|i| summary(&format!("u{i}")))
+            .collect();
+        let local = LocalAuthors::new(Duration::from_secs(60));
+        local.keep(&many);
+        let held = local.entries.lock().unwrap().len();
+        assert!(held <= LOCAL_AUTHORS_CAPACITY, "{held}");
+        let mut found = HashMap::new();
+        let last = many.last().unwrap().id;
+        assert!(
+            local.lookup(&[last], &mut found).is_empty(),
+            "the newest is kept"
+        );
+
+        let off = LocalAuthors::new(Duration::ZERO);
+        off.keep([&a]);
+        assert_eq!(off.lookup(&[a.id], &mut HashMap::new()), vec![a.id]);
+    }
 
     #[test]
     fn cached_followee_lists_round_trip_and_garbage_is_a_miss() {

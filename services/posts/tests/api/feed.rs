@@ -475,6 +475,15 @@ async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
         value(r#"cache_requests_total{cache="authors",result="hit"}"#)
             .is_some_and(|hits| hits >= 3.0)
     );
+    // The author, read once from users, is then held in the process (ADR 0018).
+    assert_eq!(
+        value(r#"cache_requests_total{cache="authors_local",result="miss"}"#),
+        Some(1.0)
+    );
+    assert!(
+        value(r#"cache_requests_total{cache="authors_local",result="hit"}"#)
+            .is_some_and(|hits| hits >= 3.0)
+    );
     assert_eq!(
         value(
             r#"upstream_request_duration_seconds_count{operation="followee_ids",target="users"}"#

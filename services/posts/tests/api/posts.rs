@@ -303,7 +303,8 @@ async fn replies_are_counted_on_their_parent_and_uncounted_when_deleted() {
 
 #[tokio::test]
 async fn posts_of_a_deleted_account_disappear_from_every_endpoint() {
-    // The author cache lives one second here, so the deletion is seen once it expires.
+    // The author cache lives one second here (and a tenth of that in the process), so the
+    // deletion is seen once it expires.
     let app = spawn_app_with(&[("AUTHOR_CACHE_TTL_SECS", "1")]).await;
     let (gone, reader) = (app.register("gone").await, app.register("reader").await);
     app.follow(&reader, &gone).await;
