@@ -130,7 +130,8 @@ pub async fn send(
 ) -> Result<HttpResponse, MessagingError> {
     let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;
     let client_id = client_id_of(&req, &body)?;
-    let conversation = conversations::for_participant(&state.db, *id, user.id)
+    // The conversation as the sender sees it, with who is in it: one round trip.
+    let target = conversations::send_target(&state.db, *id, user.id)
         .await?
         .ok_or(MessagingError::NotFound)?;
     if let Some(client_id) = &client_id
@@ -147,8 +148,8 @@ pub async fn send(
         .enforce("message-send", quota, &user.id.to_string())
         .await?;
     // Who may receive is the users service's knowledge; ask before taking any lock.
-    let participants = participant_ids(&state, *id).await?;
-    let counterparts: Vec<Uuid> = if conversation.kind == "direct" {
+    let participants = target.participant_ids;
+    let counterparts: Vec<Uuid> = if target.kind == "direct" {
         participants
             .iter()
             .copied()

@@ -199,6 +199,36 @@ pub async fn list(
     .await
 }
 
+/// What a send needs before it takes any lock, in one round trip.
+#[derive(Debug, Clone)]
+pub struct SendTarget {
+    pub kind: String,
+    /// Everyone in the conversation, the sender included, in joining order.
+    pub participant_ids: Vec<Uuid>,
+}
+
+/// The kind and participants of conversation `id`, or `None` unless `user` takes part in it.
+#[tracing::instrument(skip_all, err)]
+pub async fn send_target(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user: Uuid,
+) -> Result<Option<SendTarget>, sqlx::Error> {
+    sqlx::query_as!(
+        SendTarget,
+        r#"SELECT c.kind,
+                  ARRAY(SELECT q.user_id FROM messaging.participants q
+                        WHERE q.conversation_id = c.id ORDER BY q.joined_at, q.user_id) AS "participant_ids!"
+           FROM messaging.conversations c
+           JOIN messaging.participants p ON p.conversation_id = c.id AND p.user_id = $2
+           WHERE c.id = $1"#,
+        id,
+        user,
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// The participants of several conversations.
 #[tracing::instrument(skip_all, err)]
 pub async fn participants(
