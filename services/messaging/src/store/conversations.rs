@@ -117,10 +117,12 @@ pub async fn remove_participant(
     if removed.rows_affected() == 0 {
         return Ok(false);
     }
+    // An owner who leaves hands the group to its longest-standing member. The last one out
+    // leaves it as it was: nobody can reach it any more, and nothing in it is deleted.
     sqlx::query!(
-        r#"UPDATE messaging.conversations c SET owner_id = (
+        r#"UPDATE messaging.conversations c SET owner_id = COALESCE((
                SELECT p.user_id FROM messaging.participants p WHERE p.conversation_id = c.id
-               ORDER BY p.joined_at, p.user_id LIMIT 1)
+               ORDER BY p.joined_at, p.user_id LIMIT 1), c.owner_id)
            WHERE c.id = $1 AND c.owner_id = $2"#,
         conversation,
         user,

@@ -477,6 +477,56 @@ async fn when_the_owner_leaves_the_longest_standing_member_owns_the_group() {
     assert!(new_owner == bob.id.to_string() || new_owner == carol.id.to_string());
 }
 
+/// Found by schemathesis: the owner leaving a group they were alone in broke the rule that a
+/// group has an owner, and answered 500.
+#[tokio::test]
+async fn the_last_one_to_leave_a_group_leaves_it_unreachable() {
+    let app = spawn_app().await;
+    let (owner, bob, carol) = (
+        app.register("owner").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    let id = app.conversation(&owner, &[&bob, &carol]).await;
+    for who in [&bob, &carol, &owner] {
+        let leave = app
+            .request(
+                Method::DELETE,
+                &format!("/v1/conversations/{id}/participants/{}", who.id),
+                Some(&who.token),
+                None,
+            )
+            .await;
+        expect_status(leave, StatusCode::NO_CONTENT).await;
+    }
+    for who in [&owner, &bob] {
+        expect_problem(
+            app.get(&format!("/v1/conversations/{id}"), &who.token)
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        let listed = expect_json(
+            app.get("/v1/conversations", &who.token).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+    }
+    // Its history stays: nothing was deleted.
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messaging.messages WHERE conversation_id = $1")
+            .bind(id.parse::<uuid::Uuid>().unwrap())
+            .fetch_one(&app.admin_pool)
+            .await
+            .unwrap();
+    assert!(
+        kept >= 3,
+        "the three departures are system messages: {kept}"
+    );
+}
+
 #[tokio::test]
 async fn membership_of_a_direct_conversation_cannot_change() {
     let app = spawn_app().await;
