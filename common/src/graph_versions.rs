@@ -63,7 +63,7 @@ pub struct Publisher {
     prefix: String,
     timeout: Duration,
     /// How long a published version is trusted without being written again.
-    pub ttl: Duration,
+    ttl: Duration,
     metrics: Arc<Metrics>,
 }
 

@@ -456,17 +456,7 @@ async fn when_the_owner_leaves_the_longest_standing_member_owns_the_group() {
         app.register("carol").await,
     );
     let id = app.conversation(&owner, &[&bob, &carol]).await;
-    expect_status(
-        app.request(
-            Method::DELETE,
-            &format!("/v1/conversations/{id}/participants/{}", owner.id),
-            Some(&owner.token),
-            None,
-        )
-        .await,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    expect_status(app.leave(&owner, &id).await, StatusCode::NO_CONTENT).await;
     let group = expect_json(
         app.get(&format!("/v1/conversations/{id}"), &bob.token)
             .await,
@@ -489,15 +479,7 @@ async fn the_last_one_to_leave_a_group_leaves_it_unreachable() {
     );
     let id = app.conversation(&owner, &[&bob, &carol]).await;
     for who in [&bob, &carol, &owner] {
-        let leave = app
-            .request(
-                Method::DELETE,
-                &format!("/v1/conversations/{id}/participants/{}", who.id),
-                Some(&who.token),
-                None,
-            )
-            .await;
-        expect_status(leave, StatusCode::NO_CONTENT).await;
+        expect_status(app.leave(who, &id).await, StatusCode::NO_CONTENT).await;
     }
     for who in [&owner, &bob] {
         expect_problem(
@@ -544,14 +526,7 @@ async fn membership_of_a_direct_conversation_cannot_change() {
         )
         .await;
     expect_problem(add, StatusCode::UNPROCESSABLE_ENTITY, "not_a_group").await;
-    let leave = app
-        .request(
-            Method::DELETE,
-            &format!("/v1/conversations/{id}/participants/{}", alice.id),
-            Some(&alice.token),
-            None,
-        )
-        .await;
+    let leave = app.leave(&alice, &id).await;
     expect_problem(leave, StatusCode::UNPROCESSABLE_ENTITY, "not_a_group").await;
 }
 

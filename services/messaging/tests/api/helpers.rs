@@ -155,6 +155,13 @@ impl TestApp {
         self.request(Method::GET, path, Some(token), None).await
     }
 
+    /// `who` leaves conversation `id`.
+    pub async fn leave(&self, who: &TestUser, id: &str) -> reqwest::Response {
+        let path = format!("/v1/conversations/{id}/participants/{}", who.id);
+        self.request(Method::DELETE, &path, Some(&who.token), None)
+            .await
+    }
+
     /// A GET to the second replica.
     pub async fn get_b(&self, path: &str, token: &str) -> reqwest::Response {
         self.client
