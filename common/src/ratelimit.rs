@@ -23,8 +23,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// At most `limit` requests per `window` for one subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,39 +180,74 @@ impl RateLimiter {
 
     /// Counts one request of `subject` against `quota` (named `name` in headers and metrics).
     pub async fn check(&self, name: &str, quota: Quota, subject: &str) -> Decision {
+        self.check_and_read(name, quota, subject, &[]).await.0
+    }
+
+    /// Like [`check`](Self::check), and reads `keys` in the same round trip: their values in
+    /// order (`None` for a missing key), or `None` in all when Redis failed and the count was
+    /// kept in this process.
+    pub async fn check_and_read(
+        &self,
+        name: &str,
+        quota: Quota,
+        subject: &str,
+        keys: &[String],
+    ) -> (Decision, Option<Vec<Option<Vec<u8>>>>) {
         let key = format!("{}{name}:{subject}", self.prefix);
-        let (count, ttl) = match self.count_in_redis(&key, quota).await {
+        let (count, ttl, values) = match self.count_in_redis(&key, quota, keys).await {
             Ok(counted) => counted,
             Err(e) => {
                 tracing::warn!(error = %e, quota = name, "rate limit counted in-process");
                 self.fallbacks.with_label_values(&[name]).inc();
-                self.count_locally(key, quota)
+                let (count, ttl) = self.count_locally(key, quota);
+                (count, ttl, None)
             }
         };
-        Decision {
+        let decision = Decision {
             allowed: count <= u64::from(quota.limit),
             limit: quota.limit,
             remaining: u32::try_from(u64::from(quota.limit).saturating_sub(count)).unwrap_or(0),
             reset_secs: ttl.as_secs().max(1),
-        }
+        };
+        (decision, values)
     }
 
     /// Like [`check`](Self::check), but a refusal is the 429 problem to answer with.
     pub async fn enforce(&self, name: &str, quota: Quota, subject: &str) -> Result<(), Problem> {
-        let decision = self.check(name, quota, subject).await;
+        self.enforce_and_read(name, quota, subject, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// Like [`check_and_read`](Self::check_and_read), but a refusal is the 429 problem.
+    pub async fn enforce_and_read(
+        &self,
+        name: &str,
+        quota: Quota,
+        subject: &str,
+        keys: &[String],
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, Problem> {
+        let (decision, values) = self.check_and_read(name, quota, subject, keys).await;
         if decision.allowed {
-            return Ok(());
+            return Ok(values);
         }
         self.refused.with_label_values(&[name]).inc();
         Err(too_many_requests(name, quota, &decision))
     }
 
-    async fn count_in_redis(&self, key: &str, quota: Quota) -> anyhow::Result<(u64, Duration)> {
+    /// The count and the window's remaining time after this request, and the values of `keys`
+    /// (`None` when there are none to read).
+    async fn count_in_redis(
+        &self,
+        key: &str,
+        quota: Quota,
+        keys: &[String],
+    ) -> anyhow::Result<(u64, Duration, Option<Vec<Option<Vec<u8>>>>)> {
         let window_ms = u64::try_from(quota.window.as_millis()).unwrap_or(u64::MAX);
         crate::redis::with_timeout(self.timeout, async {
             let mut conn = self.redis.get().await?;
-            let (count, ttl_ms): (u64, i64) = deadpool_redis::redis::pipe()
-                .atomic()
+            let mut pipe = deadpool_redis::redis::pipe();
+            pipe.atomic()
                 .incr(key, 1)
                 .cmd("PEXPIRE")
                 .arg(key)
@@ -219,11 +255,23 @@ impl RateLimiter {
                 .arg("NX")
                 .ignore()
                 .cmd("PTTL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await?;
+                .arg(key);
+            let (count, ttl_ms, values) = if keys.is_empty() {
+                let (count, ttl_ms): (u64, i64) = pipe.query_async(&mut conn).await?;
+                (count, ttl_ms, None)
+            } else {
+                pipe.cmd("MGET").arg(keys);
+                let (count, ttl_ms, values): (u64, i64, Vec<Option<Vec<u8>>>) =
+                    pipe.query_async(&mut conn).await?;
+                anyhow::ensure!(
+                    values.len() == keys.len(),
+                    "MGET answered {} values",
+                    values.len()
+                );
+                (count, ttl_ms, Some(values))
+            };
             let ttl = u64::try_from(ttl_ms).unwrap_or(window_ms);
-            anyhow::Ok((count, Duration::from_millis(ttl)))
+            anyhow::Ok((count, Duration::from_millis(ttl), values))
         })
         .await
     }
@@ -308,12 +356,49 @@ pub fn ip_subject(req: &HttpRequest, limiter: &RateLimiter) -> String {
         .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
+/// The Redis keys a route reads first, for a request with a verified user: given the path and
+/// the user, fetched in the same round trip as the request's count and handed to the handler as
+/// [`Prefetched`] (docs/adr/0019-followees-in-process.md). Registered as app data.
+#[derive(Clone)]
+pub struct Prefetch(Arc<PrefetchFn>);
+
+type PrefetchFn = dyn Fn(&str, Uuid) -> Vec<String> + Send + Sync;
+
+impl Prefetch {
+    /// Prefetches what `keys` names for each request (nothing when it returns no keys).
+    pub fn new(keys: impl Fn(&str, Uuid) -> Vec<String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(keys))
+    }
+}
+
+impl fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prefetch")
+    }
+}
+
+/// What a request's rate-limit round trip read for its handler (see [`Prefetch`]), in the
+/// request's extensions. Absent when nothing was asked or Redis failed.
+#[derive(Debug, Clone, Default)]
+pub struct Prefetched(Vec<(String, Option<Vec<u8>>)>);
+
+impl Prefetched {
+    /// `Some` with the value read (`None` for a missing key) when `key` was prefetched.
+    pub fn get(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.as_deref())
+    }
+}
+
 /// Middleware: every request counts against a quota before it reaches a handler. A request
 /// with a valid user token counts against `RATE_LIMIT_ACCOUNT` for its account (and the verified
 /// user is kept in the request's extensions, so the extractors of [`crate::auth`] do not verify
 /// the token twice); any other request counts against `RATE_LIMIT_ANONYMOUS` for its IP, bad
 /// tokens included. Health checks, metrics and `/internal/` calls between services (which
-/// accept only service tokens) are not limited.
+/// accept only service tokens) are not limited. A user's count also reads the keys the app's
+/// [`Prefetch`] names for the request.
 pub async fn limit_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -332,23 +417,39 @@ pub async fn limit_requests(
         };
         let outcome = match &user {
             Some(user) => {
+                let keys = req
+                    .app_data::<web::Data<Prefetch>>()
+                    .map(|prefetch| (prefetch.0)(req.path(), user.id))
+                    .unwrap_or_default();
                 let quota = limiter.settings.account;
                 limiter
-                    .enforce("account", quota, &user.id.to_string())
+                    .enforce_and_read("account", quota, &user.id.to_string(), &keys)
                     .await
+                    .map(|values| {
+                        values.map(|values| Prefetched(keys.into_iter().zip(values).collect()))
+                    })
             }
             None => {
                 let subject = ip_subject(req.request(), &limiter);
                 let quota = limiter.settings.anonymous;
-                limiter.enforce("anonymous", quota, &subject).await
+                limiter
+                    .enforce("anonymous", quota, &subject)
+                    .await
+                    .map(|()| None)
             }
         };
-        if let Err(problem) = outcome {
-            let response = problem.error_response();
-            return Ok(req.into_response(response).map_into_right_body());
-        }
+        let prefetched = match outcome {
+            Ok(prefetched) => prefetched,
+            Err(problem) => {
+                let response = problem.error_response();
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+        };
         if let Some(user) = user {
             req.extensions_mut().insert(user);
+        }
+        if let Some(prefetched) = prefetched {
+            req.extensions_mut().insert(prefetched);
         }
     }
     next.call(req)

@@ -119,3 +119,42 @@ async fn without_redis_the_quota_is_kept_in_process_and_the_fallback_is_counted(
         metrics.encode()
     );
 }
+
+#[tokio::test]
+async fn a_count_reads_the_keys_asked_for_in_the_same_round_trip() {
+    let prefix = unique_prefix();
+    let (up, _) = limiter("redis://127.0.0.1:6379", &prefix);
+    let set = format!("{prefix}set");
+    let missing = format!("{prefix}missing");
+    let pool = RedisSettings {
+        url: "redis://127.0.0.1:6379".to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_millis(200),
+        key_prefix: prefix.clone(),
+    }
+    .pool()
+    .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    deadpool_redis::redis::cmd("SET")
+        .arg(&set)
+        .arg("value")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    let quota = Quota::per_seconds(2, 60);
+    let keys = [set.clone(), missing.clone()];
+    let (first, values) = up.check_and_read("t", quota, "s", &keys).await;
+    assert_eq!(values, Some(vec![Some(b"value".to_vec()), None]));
+    assert_eq!(first.remaining, 1, "the read counted the request");
+    let (_, values) = up.check_and_read("t", quota, "s", &[]).await;
+    assert_eq!(values, None, "nothing asked, nothing read");
+    let refused = up.enforce_and_read("t", quota, "s", &keys).await;
+    assert_eq!(refused.unwrap_err().status, 429, "the third is refused");
+
+    // Without Redis the count goes on in process and nothing is read.
+    let (down, _) = limiter("redis://127.0.0.1:1", &prefix);
+    let (decision, values) = down.check_and_read("t", quota, "s", &keys).await;
+    assert!(decision.allowed);
+    assert_eq!(values, None);
+}

@@ -6,7 +6,8 @@
 //!   docs/adr/0017-published-graph-versions.md); otherwise it is revalidated with a conditional
 //!   request (a 304 costs no list transfer). Either way a follow or unfollow that returned 204
 //!   is in the very next feed read. When the users service is unreachable, the cached list is
-//!   served and the response says so.
+//!   served and the response says so. Each process also holds the lists it read, checked the
+//!   same way (docs/adr/0019-followees-in-process.md): a feed read then fetches only the version.
 //! - Author summaries are cached for a short TTL: a renamed user may show the old name for that
 //!   long, which touches neither guarantee. In front of Redis, each process keeps the ones it
 //!   read for a tenth of that TTL (docs/adr/0018-authors-in-process.md): the authors of busy
@@ -17,6 +18,7 @@
 use crate::error::PostsError;
 use common::graph_versions;
 use common::metrics::Metrics;
+use common::ratelimit::{Prefetch, Prefetched};
 use common::redis::{deadpool_redis::redis, with_timeout};
 use common::telemetry::CallContext;
 use common::users_client::{Followees, UserSummary, UsersClient, UsersClientError};
@@ -42,6 +44,7 @@ pub struct Directory {
     author_ttl: Duration,
     followees_ttl: Duration,
     local: Arc<LocalAuthors>,
+    local_followees: Arc<LocalFollowees>,
     metrics: Arc<Metrics>,
 }
 
@@ -99,6 +102,50 @@ impl LocalAuthors {
     }
 }
 
+/// The most followee ids one process keeps, over all readers (16 bytes each: 32 MB).
+const LOCAL_FOLLOWEE_IDS_CAPACITY: usize = 2_000_000;
+
+/// Followee lists held in this process, each with the ETag it was served at. They need no
+/// lifetime: a read trusts one only when its ETag matches the version users published, exactly
+/// as it trusts the copy in Redis (docs/adr/0019-followees-in-process.md).
+#[derive(Default)]
+struct LocalFollowees {
+    inner: Mutex<FolloweeLists>,
+}
+
+#[derive(Default)]
+struct FolloweeLists {
+    by_reader: HashMap<Uuid, (String, Arc<[Uuid]>)>,
+    /// How many ids `by_reader` holds in all.
+    ids: usize,
+}
+
+impl LocalFollowees {
+    fn get(&self, user: Uuid) -> Option<(String, Arc<[Uuid]>)> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.by_reader.get(&user).cloned()
+    }
+
+    /// Keeps `user`'s list. When the ids would exceed the capacity, every list is dropped: the
+    /// next reads refill them from Redis.
+    fn keep(&self, user: Uuid, etag: &str, ids: &[Uuid]) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, old)) = inner.by_reader.remove(&user) {
+            inner.ids -= old.len();
+        }
+        if ids.len() > LOCAL_FOLLOWEE_IDS_CAPACITY {
+            return;
+        }
+        if inner.ids + ids.len() > LOCAL_FOLLOWEE_IDS_CAPACITY {
+            *inner = FolloweeLists::default();
+        }
+        inner.ids += ids.len();
+        inner
+            .by_reader
+            .insert(user, (etag.to_owned(), Arc::from(ids)));
+    }
+}
+
 /// Cached followee list: the ETag, a newline, then 16 bytes per id.
 fn encode_followees(etag: &str, ids: &[Uuid]) -> Vec<u8> {
     let mut out = Vec::with_capacity(etag.len() + 1 + ids.len() * 16);
@@ -143,6 +190,7 @@ impl Directory {
             author_ttl,
             followees_ttl,
             local: Arc::new(LocalAuthors::new(author_ttl / 10)),
+            local_followees: Arc::default(),
             metrics,
         }
     }
@@ -202,43 +250,85 @@ impl Directory {
         }
     }
 
+    /// What the rate-limit round trip reads for the routes: the feed's published graph
+    /// version, so that a feed whose followees this process holds needs no Redis round trip
+    /// of its own (docs/adr/0019-followees-in-process.md).
+    pub fn prefetch(&self) -> Prefetch {
+        let prefix = self.prefix.clone();
+        Prefetch::new(move |path, user| match path {
+            "/v1/feed" => vec![graph_versions::key(&prefix, user)],
+            _ => Vec::new(),
+        })
+    }
+
     /// Every followee of `user`, current as of this call when the users service answers.
+    /// `prefetched` is what the request's rate-limit round trip read, if anything.
     pub async fn followees(
         &self,
         user: Uuid,
+        prefetched: Option<&Prefetched>,
         ctx: &CallContext,
     ) -> Result<FolloweeSet, PostsError> {
         let key = self.followees_key(user);
-        // The cached list and the version users published, in one round trip.
-        let mut values = self
-            .redis_mget(&[key.clone(), self.version_key(user)])
-            .await
-            .into_iter();
-        let cached = values
-            .next()
-            .flatten()
-            .as_deref()
-            .and_then(decode_followees);
-        let published = values
-            .next()
-            .flatten()
-            .as_deref()
-            .and_then(graph_versions::parse);
+        let local = self.local_followees.get(user);
+        self.metrics
+            .observe_cache("followees_local", local.is_some());
+        let held_locally = local.is_some();
+        // The version users published and, unless this process holds the list, the copy in
+        // Redis: one round trip either way.
+        let (cached, published) = match local {
+            Some(list) => {
+                let version_key = self.version_key(user);
+                let prefetched = prefetched.and_then(|p| p.get(&version_key));
+                self.metrics
+                    .observe_cache("followee_version_prefetched", prefetched.is_some());
+                let published = match prefetched {
+                    Some(value) => value.map(<[u8]>::to_vec),
+                    None => self.redis_mget(&[version_key]).await.pop().flatten(),
+                };
+                (Some(list), published)
+            }
+            None => {
+                let mut values = self
+                    .redis_mget(&[key.clone(), self.version_key(user)])
+                    .await
+                    .into_iter();
+                let cached = values
+                    .next()
+                    .flatten()
+                    .as_deref()
+                    .and_then(decode_followees)
+                    .map(|(etag, ids)| (etag, Arc::<[Uuid]>::from(ids)));
+                (cached, values.next().flatten())
+            }
+        };
+        let published = published.as_deref().and_then(graph_versions::parse);
         self.metrics.observe_cache("followees", cached.is_some());
-        if let Some((etag, _)) = &cached {
+        if let Some((etag, ids)) = &cached {
             // users raises the published version before it answers a change, so a cached list
             // with the published version is current (docs/adr/0017-published-graph-versions.md).
             let current = published.is_some_and(|v| *etag == graph_versions::etag(v));
             self.metrics.observe_cache("followee_version", current);
             if current {
-                let ids = cached.map(|(_, ids)| ids).unwrap_or_default();
-                return Ok(FolloweeSet { ids, stale: false });
+                if !held_locally {
+                    self.local_followees.keep(user, etag, ids);
+                }
+                return Ok(FolloweeSet {
+                    ids: ids.to_vec(),
+                    stale: false,
+                });
             }
         }
         let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
         match self.client.followee_ids(user, etag, ctx).await {
             Ok(Followees::Unchanged) => match cached {
-                Some((_, ids)) => Ok(FolloweeSet { ids, stale: false }),
+                Some((etag, ids)) => {
+                    self.local_followees.keep(user, &etag, &ids);
+                    Ok(FolloweeSet {
+                        ids: ids.to_vec(),
+                        stale: false,
+                    })
+                }
                 None => Err(PostsError::Unexpected(anyhow::anyhow!(
                     "304 without a cached copy"
                 ))),
@@ -249,6 +339,7 @@ impl Directory {
                     self.followees_ttl,
                 )
                 .await;
+                self.local_followees.keep(user, &etag, &ids);
                 Ok(FolloweeSet { ids, stale: false })
             }
             // The reader's account is gone: nobody to follow.
@@ -259,7 +350,10 @@ impl Directory {
             Err(UsersClientError::Unavailable(why)) => match cached {
                 Some((_, ids)) => {
                     tracing::warn!(%why, "users service unavailable; serving cached followees");
-                    Ok(FolloweeSet { ids, stale: true })
+                    Ok(FolloweeSet {
+                        ids: ids.to_vec(),
+                        stale: true,
+                    })
                 }
                 None => Err(PostsError::UsersUnavailable(why)),
             },
@@ -368,6 +462,37 @@ mod tests {
         let off = LocalAuthors::new(Duration::ZERO);
         off.keep([&a]);
         assert_eq!(off.lookup(&[a.id], &mut HashMap::new()), vec![a.id]);
+    }
+
+    #[test]
+    fn followee_lists_held_in_process_are_replaced_and_never_exceed_the_capacity() {
+        let local = LocalFollowees::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(local.get(a).is_none());
+        local.keep(a, "\"v1\"", &[b]);
+        local.keep(a, "\"v2\"", &[]);
+        let (etag, ids) = local.get(a).unwrap();
+        assert_eq!((etag.as_str(), ids.len()), ("\"v2\"", 0));
+        assert_eq!(
+            local.inner.lock().unwrap().ids,
+            0,
+            "the old list is not counted"
+        );
+
+        let big = vec![Uuid::nil(); LOCAL_FOLLOWEE_IDS_CAPACITY / 2 + 1];
+        local.keep(a, "\"v3\"", &big);
+        local.keep(b, "\"v1\"", &big);
+        assert!(local.get(a).is_none(), "dropped to make room");
+        assert_eq!(local.get(b).unwrap().1.len(), big.len());
+        assert_eq!(local.inner.lock().unwrap().ids, big.len());
+
+        let huge = vec![Uuid::nil(); LOCAL_FOLLOWEE_IDS_CAPACITY + 1];
+        local.keep(b, "\"v2\"", &huge);
+        assert!(
+            local.get(b).is_none(),
+            "a list over the capacity is not held"
+        );
+        assert_eq!(local.inner.lock().unwrap().ids, 0);
     }
 
     #[test]

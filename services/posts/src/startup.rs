@@ -87,6 +87,7 @@ impl Application {
             settings.followees_cache_ttl,
             infra.metrics.clone().into_inner(),
         );
+        let prefetch = web::Data::new(directory.prefetch());
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             directory,
@@ -109,6 +110,7 @@ impl Application {
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .app_data(verifier.clone())
+                .app_data(prefetch.clone())
                 .app_data(state.clone())
                 .configure(routes::configure)
                 .split_for_parts();

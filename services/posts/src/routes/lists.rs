@@ -6,11 +6,12 @@ use crate::startup::AppState;
 use crate::store::feed as feed_store;
 use crate::store::posts::{self, Position, PostRow};
 use crate::views::{self, PostView};
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
 use chrono::{DateTime, TimeZone, Utc};
 use common::auth::{AuthUser, MaybeAuthUser};
 use common::pagination::{Page, PageQuery, PageRequest};
 use common::problem::{FieldError, Problem};
+use common::ratelimit::Prefetched;
 use common::telemetry::call_context_of;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -199,9 +200,10 @@ pub async fn feed(
             vec![FieldError::new("before", "cannot be combined with cursor")],
         )));
     }
+    let prefetched = req.extensions_mut().remove::<Prefetched>();
     let followees = state
         .directory
-        .followees(user.id, &call_context_of(&req))
+        .followees(user.id, prefetched.as_ref(), &call_context_of(&req))
         .await?;
     let mut authors = followees.ids;
     // The feed statement joins on these ids, so they must be distinct. users never lists the

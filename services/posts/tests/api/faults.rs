@@ -140,6 +140,17 @@ async fn with_redis_hanging_or_down_reads_and_writes_still_work_within_its_timeo
         // Each Redis step waits at most REDIS_TIMEOUT_MS (rate limit, caches): slower, bounded.
         assert!(elapsed < Duration::from_secs(4), "{fault:?}: {elapsed:?}");
     }
+    // A follow is in the next read too: with no version to be read, the list this process
+    // holds is confirmed with users, who answer with the new one (ADR 0019).
+    let followed = app.register("followed").await;
+    app.post(&followed, "by the newly followed").await;
+    app.follow(&reader, &followed).await;
+    let feed = expect_json(
+        app.get("/v1/feed", Some(&reader.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(feed["items"][0]["text"], "by the newly followed");
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.contains("rate_limit_fallback_total{quota=\"account\"}"),
