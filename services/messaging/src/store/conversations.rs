@@ -132,8 +132,7 @@ pub async fn remove_participant(
     Ok(true)
 }
 
-/// The conversation as `user` sees it, if they take part; with `lock`, its row is locked for
-/// the rest of the transaction (so messages take seqs one at a time).
+/// The conversation as `user` sees it, if they take part.
 #[tracing::instrument(skip_all, err)]
 pub async fn for_participant(
     db: impl PgExecutor<'_>,
@@ -153,7 +152,8 @@ pub async fn for_participant(
     .await
 }
 
-/// Like [`for_participant`], locking the conversation row.
+/// Like [`for_participant`], locking the conversation row for the rest of the transaction
+/// (so messages take seqs one at a time).
 #[tracing::instrument(skip_all, err)]
 pub async fn lock_for_participant(
     conn: &mut PgConnection,
