@@ -56,10 +56,16 @@ pub fn parse(value: &[u8]) -> Option<i64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// Whether `e` says the connection was gone, as opposed to a slow or refusing Redis.
+fn connection_dropped(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<redis::RedisError>()
+        .is_some_and(|e| e.is_connection_dropped() || e.is_io_error())
+}
+
 /// Writes versions (the users service's side).
 #[derive(Clone)]
 pub struct Publisher {
-    redis: deadpool_redis::Pool,
+    redis: crate::redis::Pool,
     prefix: String,
     timeout: Duration,
     /// How long a published version is trusted without being written again.
@@ -70,7 +76,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher writing to `redis` under `prefix`, each write bounded by `timeout`.
     pub fn new(
-        redis: deadpool_redis::Pool,
+        redis: crate::redis::Pool,
         prefix: String,
         timeout: Duration,
         ttl: Duration,
@@ -90,7 +96,13 @@ impl Publisher {
     /// back to asking users once the old value's lifetime runs out.
     pub async fn publish(&self, versions: &[(Uuid, i64)]) {
         for chunk in versions.chunks(CHUNK) {
-            if let Err(e) = self.publish_chunk(chunk).await {
+            // A pooled connection may have died since it last answered (crate::redis::TRUSTED_FOR):
+            // that fails at once, and the raise is safe to send again on the one that replaces it.
+            let result = match self.publish_chunk(chunk).await {
+                Err(e) if connection_dropped(&e) => self.publish_chunk(chunk).await,
+                result => result,
+            };
+            if let Err(e) = result {
                 self.metrics
                     .redis_errors
                     .with_label_values(&["graph_version"])
@@ -118,7 +130,7 @@ impl Publisher {
                     .arg(ttl)
                     .ignore();
             }
-            pipe.query_async::<()>(&mut conn).await?;
+            pipe.query_async::<()>(&mut *conn).await?;
             anyhow::Ok(())
         };
         with_timeout(self.timeout, op).await

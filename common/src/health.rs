@@ -17,7 +17,7 @@ pub struct Readiness {
     /// The service's database pool.
     pub db: PgPool,
     /// The service's Redis pool.
-    pub redis: deadpool_redis::Pool,
+    pub redis: crate::redis::Pool,
     /// Deadline of each check.
     pub timeout: Duration,
     /// Set once shutdown begins: the replica is then never ready again.

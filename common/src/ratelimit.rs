@@ -114,7 +114,7 @@ pub struct Decision {
 
 /// Counts requests against quotas; registered once per service as `web::Data<RateLimiter>`.
 pub struct RateLimiter {
-    redis: deadpool_redis::Pool,
+    redis: crate::redis::Pool,
     timeout: Duration,
     prefix: String,
     settings: RateLimitSettings,
@@ -143,7 +143,7 @@ impl fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// A limiter counting in `redis` under `key_prefix`, registering its counters in `metrics`.
     pub fn new(
-        redis: deadpool_redis::Pool,
+        redis: crate::redis::Pool,
         timeout: Duration,
         key_prefix: &str,
         settings: RateLimitSettings,
@@ -257,12 +257,12 @@ impl RateLimiter {
                 .cmd("PTTL")
                 .arg(key);
             let (count, ttl_ms, values) = if keys.is_empty() {
-                let (count, ttl_ms): (u64, i64) = pipe.query_async(&mut conn).await?;
+                let (count, ttl_ms): (u64, i64) = pipe.query_async(&mut *conn).await?;
                 (count, ttl_ms, None)
             } else {
                 pipe.cmd("MGET").arg(keys);
                 let (count, ttl_ms, values): (u64, i64, Vec<Option<Vec<u8>>>) =
-                    pipe.query_async(&mut conn).await?;
+                    pipe.query_async(&mut *conn).await?;
                 anyhow::ensure!(
                     values.len() == keys.len(),
                     "MGET answered {} values",

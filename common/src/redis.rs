@@ -1,15 +1,116 @@
-//! Redis: a deadpool pool whose every wait is bounded.
+//! Redis: a pool whose every wait is bounded, and which does not ask a connection that just
+//! answered whether it is alive.
 //!
 //! deadpool-redis leaves its wait, create and recycle timeouts unset by default, so a hung Redis
 //! would hang `pool.get()` forever. Every one is set here, and commands are bounded by
 //! [`with_timeout`].
+//!
+//! deadpool-redis also sends `UNWATCH` and `PING` on every checkout, which made each Redis
+//! operation two round trips. Its connections are multiplexed: one that is dead fails its next
+//! command at once rather than hanging, so the pool here pings only a connection it has reason to
+//! doubt ([`Manager`]).
 
 use crate::config::{ConfigError, Env};
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::future::Future;
 use std::time::Duration;
 
 pub use deadpool_redis;
+
+/// A pool of Redis connections. Check one out with `pool.get().await?` and pass it to a command
+/// as `&mut *conn`.
+pub type Pool = managed::Pool<Manager>;
+
+/// A connection checked out of a [`Pool`].
+pub type Connection = managed::Object<Manager>;
+
+/// A connection handed out within this long, whose every command since has been answered, is
+/// handed out again without a `PING`.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// Creates connections as deadpool-redis does and checks them only when in doubt: when the
+/// connection has not been handed out for [`TRUSTED_FOR`], or a command on it failed or was
+/// abandoned (timed out) halfway. A connection that died within that second of being trusted
+/// fails one command, which callers treat as any Redis failure (a cache miss, a count kept in the
+/// process), and is then pinged, found dead and replaced.
+pub struct Manager {
+    inner: deadpool_redis::Manager,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Checked;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Checked, RedisError> {
+        Ok(Checked {
+            inner: self.inner.create().await?,
+            unsettled: false,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Checked, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if !conn.unsettled && metrics.last_used() < TRUSTED_FOR {
+            return Ok(());
+        }
+        self.inner.recycle(&mut conn.inner, metrics).await?;
+        conn.unsettled = false;
+        Ok(())
+    }
+}
+
+/// A multiplexed connection that remembers whether its last command went unanswered.
+pub struct Checked {
+    inner: MultiplexedConnection,
+    /// A command was sent and its answer not received: it failed, or its caller gave up.
+    unsettled: bool,
+}
+
+impl Checked {
+    /// Whether the next checkout will ping this connection before handing it out.
+    pub fn in_doubt(&self) -> bool {
+        self.unsettled
+    }
+}
+
+impl ConnectionLike for Checked {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            self.unsettled = true;
+            let value = self.inner.req_packed_command(cmd).await?;
+            self.unsettled = false;
+            Ok(value)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.unsettled = true;
+            let values = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await?;
+            self.unsettled = false;
+            Ok(values)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
 
 /// How a service connects to Redis.
 #[derive(Debug, Clone)]
@@ -37,17 +138,24 @@ impl RedisSettings {
 
     /// Builds the pool. It connects lazily: Redis being down does not stop start-up.
     pub fn pool(&self) -> anyhow::Result<Pool> {
-        let mut config = Config::from_url(self.url.clone());
-        config.pool = Some(PoolConfig {
+        let manager = Manager {
+            inner: deadpool_redis::Manager::new(self.url.as_str())?,
+        };
+        let config = managed::PoolConfig {
             max_size: self.pool_size,
-            timeouts: Timeouts {
+            timeouts: managed::Timeouts {
                 wait: Some(self.timeout),
                 create: Some(self.timeout),
                 recycle: Some(self.timeout),
             },
-            ..PoolConfig::default()
-        });
-        Ok(config.create_pool(Some(Runtime::Tokio1))?)
+            // The connection returned last goes out first: under light load the same few stay
+            // in use, and so trusted, while the rest age into being checked.
+            queue_mode: managed::QueueMode::Lifo,
+        };
+        Ok(Pool::builder(manager)
+            .config(config)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()?)
     }
 }
 
@@ -70,7 +178,7 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> bool {
     let check = async {
         let mut conn = pool.get().await?;
         let pong: String = deadpool_redis::redis::cmd("PING")
-            .query_async(&mut conn)
+            .query_async(&mut *conn)
             .await?;
         anyhow::Ok(pong)
     };

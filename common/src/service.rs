@@ -64,7 +64,7 @@ pub struct Infrastructure {
     /// The service role's pool.
     pub db: PgPool,
     /// The Redis pool.
-    pub redis: deadpool_redis::Pool,
+    pub redis: crate::redis::Pool,
     /// What `/health/ready` checks.
     pub readiness: Readiness,
     /// Shutdown in two steps: not ready, then stop.

@@ -49,12 +49,12 @@ async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
     let key = graph_versions::key(prefix, user);
     let value: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&key)
-        .query_async(&mut conn)
+        .query_async(&mut *conn)
         .await
         .unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
-        .query_async(&mut conn)
+        .query_async(&mut *conn)
         .await
         .unwrap();
     (value.and_then(|v| graph_versions::parse(&v)), ttl)
@@ -112,4 +112,56 @@ async fn without_redis_publishing_is_counted_and_returns() {
             .get(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_that_died_since_it_last_answered_does_not_lose_a_publication() {
+    let prefix = unique_prefix();
+    let settings = RedisSettings {
+        url: "redis://127.0.0.1:6379".to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_millis(500),
+        key_prefix: prefix.clone(),
+    };
+    let pool = settings.pool().unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let publisher = Publisher::new(
+        pool.clone(),
+        prefix.clone(),
+        settings.timeout,
+        Duration::from_secs(60),
+        metrics.clone(),
+    );
+    let user = Uuid::now_v7();
+    publisher.publish(&[(user, 1)]).await;
+    // The pool's one connection answered a moment ago, so it goes out again unchecked; kill it.
+    let id: i64 = {
+        let mut conn = pool.get().await.unwrap();
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut *conn)
+            .await
+            .unwrap()
+    };
+    let mut observer = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut observer)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+
+    publisher.publish(&[(user, 2)]).await;
+    assert_eq!(stored(&prefix, user).await.0, Some(2));
+    let errors = metrics
+        .redis_errors
+        .with_label_values(&["graph_version"])
+        .get();
+    assert_eq!(errors, 0, "the write went through on a new connection");
 }

@@ -138,7 +138,7 @@ async fn a_count_reads_the_keys_asked_for_in_the_same_round_trip() {
     deadpool_redis::redis::cmd("SET")
         .arg(&set)
         .arg("value")
-        .query_async::<()>(&mut conn)
+        .query_async::<()>(&mut *conn)
         .await
         .unwrap();
 

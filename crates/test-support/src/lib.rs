@@ -181,8 +181,9 @@ pub fn redis_prefix() -> String {
 
 /// Reads and removes keys of the test Redis behind a service's back.
 pub mod redis {
+    use common::redis::Pool;
     use common::redis::RedisSettings;
-    use common::redis::deadpool_redis::{Pool, redis};
+    use common::redis::deadpool_redis::redis;
     use std::time::Duration;
 
     fn pool() -> Pool {
@@ -201,7 +202,7 @@ pub mod redis {
         let mut conn = pool().get().await.expect("Redis answers");
         redis::cmd("GET")
             .arg(key)
-            .query_async(&mut conn)
+            .query_async(&mut *conn)
             .await
             .expect("GET succeeds")
     }
@@ -211,7 +212,7 @@ pub mod redis {
         let mut conn = pool().get().await.expect("Redis answers");
         redis::cmd("DEL")
             .arg(key)
-            .query_async::<()>(&mut conn)
+            .query_async::<()>(&mut *conn)
             .await
             .expect("DEL succeeds");
     }

@@ -38,7 +38,7 @@ struct Subscriber {
 pub struct Hub {
     sockets: Mutex<HashMap<Uuid, Vec<Subscriber>>>,
     next_id: AtomicU64,
-    redis: deadpool_redis::Pool,
+    redis: common::redis::Pool,
     redis_timeout: Duration,
     channel: String,
     queue: usize,
@@ -48,7 +48,7 @@ pub struct Hub {
 impl Hub {
     /// A hub publishing on `{prefix}messaging:events`.
     pub fn new(
-        redis: deadpool_redis::Pool,
+        redis: common::redis::Pool,
         prefix: &str,
         redis_timeout: Duration,
         queue: usize,
@@ -137,7 +137,7 @@ impl Hub {
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(&self.channel)
                 .arg(&payload)
-                .query_async(&mut conn)
+                .query_async(&mut *conn)
                 .await?;
             anyhow::Ok(())
         };

@@ -38,7 +38,7 @@ pub struct FolloweeSet {
 #[derive(Clone)]
 pub struct Directory {
     client: UsersClient,
-    redis: deadpool_redis::Pool,
+    redis: common::redis::Pool,
     prefix: String,
     redis_timeout: Duration,
     author_ttl: Duration,
@@ -175,7 +175,7 @@ impl Directory {
     /// A directory over `client`, caching in `redis` under `prefix`.
     pub fn new(
         client: UsersClient,
-        redis: deadpool_redis::Pool,
+        redis: common::redis::Pool,
         prefix: String,
         redis_timeout: Duration,
         author_ttl: Duration,
@@ -212,7 +212,7 @@ impl Directory {
         let op = async {
             let mut conn = self.redis.get().await?;
             let values: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+                redis::cmd("MGET").arg(keys).query_async(&mut *conn).await?;
             anyhow::Ok(values)
         };
         match with_timeout(self.redis_timeout, op).await {
@@ -241,7 +241,7 @@ impl Directory {
                     .arg(ttl.as_secs().max(1))
                     .ignore();
             }
-            pipe.query_async::<()>(&mut conn).await?;
+            pipe.query_async::<()>(&mut *conn).await?;
             anyhow::Ok(())
         };
         if let Err(e) = with_timeout(self.redis_timeout, op).await {
