@@ -74,20 +74,31 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// Whether the next checkout will ping this connection before handing it out.
+    /// Whether a command on it went unanswered, so that its next checkout pings it whatever its
+    /// idle time.
     pub fn in_doubt(&self) -> bool {
         self.unsettled
     }
 }
 
+/// Runs `command` with `unsettled` raised until it is answered: an error or a caller that gives
+/// up leaves it raised.
+async fn settle<T>(
+    unsettled: &mut bool,
+    command: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    *unsettled = true;
+    let answer = command.await?;
+    *unsettled = false;
+    Ok(answer)
+}
+
 impl ConnectionLike for Checked {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            self.unsettled = true;
-            let value = self.inner.req_packed_command(cmd).await?;
-            self.unsettled = false;
-            Ok(value)
-        })
+        Box::pin(settle(
+            &mut self.unsettled,
+            self.inner.req_packed_command(cmd),
+        ))
     }
 
     fn req_packed_commands<'a>(
@@ -96,15 +107,10 @@ impl ConnectionLike for Checked {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.unsettled = true;
-            let values = self
-                .inner
-                .req_packed_commands(pipeline, offset, count)
-                .await?;
-            self.unsettled = false;
-            Ok(values)
-        })
+        Box::pin(settle(
+            &mut self.unsettled,
+            self.inner.req_packed_commands(pipeline, offset, count),
+        ))
     }
 
     fn get_db(&self) -> i64 {
