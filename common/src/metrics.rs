@@ -121,6 +121,7 @@ impl Metrics {
         let ws_connections = IntGauge::new("websocket_connections", "Open WebSocket connections")?;
         registry.register(Box::new(ws_connections.clone()))?;
         registry.register(Box::new(pool_acquire_seconds().clone()))?;
+        registry.register(Box::new(db_connection_checks().clone()))?;
         let ws_dropped_slow = IntCounter::new(
             "websocket_slow_consumers_dropped_total",
             "Sockets cut off for falling behind",
@@ -233,6 +234,19 @@ pub fn pool_acquire_seconds() -> &'static prometheus::Histogram {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("the histogram's options are valid")
+    })
+}
+
+/// `db_connection_checks_total`: pooled PostgreSQL connections pinged as they were checked
+/// out, because they were in doubt (docs/adr/0021). Process-wide, as the histogram above.
+pub fn db_connection_checks() -> &'static IntCounter {
+    static COUNTER: OnceLock<IntCounter> = OnceLock::new();
+    COUNTER.get_or_init(|| {
+        IntCounter::new(
+            "db_connection_checks_total",
+            "PostgreSQL connections pinged on checkout because they were in doubt",
+        )
+        .expect("the counter's options are valid")
     })
 }
 
