@@ -166,6 +166,9 @@ impl ServerWatch {
     }
 }
 
+/// The channel the watcher listens on; nothing notifies it.
+const WATCH_CHANNEL: &str = "pool_watch";
+
 /// Holds a connection of its own and waits for it to end; reconnects, with a growing pause
 /// while the server refuses. Ends when the pool is dropped.
 async fn watch_server(
@@ -186,13 +189,20 @@ async fn watch_server(
             listener = sqlx::postgres::PgListener::connect_with(&own) => listener,
             _ = stopped.changed() => return,
         };
-        if let Ok(mut listener) = listener {
+        // A statement ties the session to a server backend, also through a pooler in session
+        // mode (which otherwise assigns one at the first statement): its end is the server's.
+        // Nothing is ever sent on the channel, so the first thing the connection yields is its
+        // end.
+        let listening = match listener {
+            Ok(mut listener) => listener.listen(WATCH_CHANNEL).await.map(|()| listener),
+            Err(e) => Err(e),
+        };
+        if let Ok(mut listener) = listening {
             listener.eager_reconnect(false);
             let Some(watch) = watch.upgrade() else { return };
             watch.set_connected();
             drop(watch);
             pause = Duration::from_millis(50);
-            // Nothing is ever sent on this connection: the first thing it yields is its end.
             loop {
                 tokio::select! {
                     received = listener.try_recv() => {
