@@ -52,21 +52,34 @@ pub async fn append(
     event: Option<serde_json::Value>,
     client_id: Option<&str>,
 ) -> Result<MessageRow, sqlx::Error> {
-    let seq = sqlx::query_scalar!(
-        r#"UPDATE messaging.conversations SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
-           WHERE id = $1 RETURNING last_seq"#,
-        conversation,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let message = sqlx::query_as!(
+    // One statement, one round trip while the conversation's row lock is held: the seq is
+    // taken, the message stored and the sender's read marker moved together.
+    sqlx::query_as!(
         MessageRow,
-        r#"INSERT INTO messaging.messages (id, conversation_id, seq, sender_id, kind, body, event, client_id, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
-           RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at"#,
+        r#"WITH next AS (
+               UPDATE messaging.conversations
+               SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
+               WHERE id = $2
+               RETURNING last_seq
+           ),
+           message AS (
+               INSERT INTO messaging.messages
+                   (id, conversation_id, seq, sender_id, kind, body, event, client_id, created_at)
+               SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, clock_timestamp() FROM next
+               RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at,
+                         edited_at, deleted_at
+           ),
+           marker AS (
+               UPDATE messaging.participants p SET read_seq = GREATEST(p.read_seq, next.last_seq)
+               FROM next
+               WHERE p.conversation_id = $2 AND p.user_id = $3
+           )
+           SELECT id AS "id!", conversation_id AS "conversation_id!", seq AS "seq!",
+                  sender_id AS "sender_id!", kind AS "kind!", body, event,
+                  created_at AS "created_at!", edited_at, deleted_at
+           FROM message"#,
         Uuid::now_v7(),
         conversation,
-        seq,
         sender,
         kind,
         body,
@@ -74,17 +87,7 @@ pub async fn append(
         client_id,
     )
     .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query!(
-        r#"UPDATE messaging.participants SET read_seq = GREATEST(read_seq, $3)
-           WHERE conversation_id = $1 AND user_id = $2"#,
-        conversation,
-        sender,
-        seq,
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(message)
+    .await
 }
 
 /// Messages newest first strictly below `before_seq`, or oldest first strictly above

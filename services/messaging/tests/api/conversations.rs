@@ -246,6 +246,29 @@ async fn a_block_either_way_and_a_suspension_get_the_same_refusal() {
 }
 
 #[tokio::test]
+async fn a_senders_own_messages_are_read_by_them_and_unread_by_the_others() {
+    let app = spawn_app().await;
+    let (me, bob) = (app.register("sender").await, app.register("bob").await);
+    let with_bob = app.conversation(&me, &[&bob]).await;
+    app.send(&bob, &with_bob, "b1").await;
+    app.send(&me, &with_bob, "m1").await;
+    app.send(&me, &with_bob, "m2").await;
+
+    let state = |token: String| {
+        let app = &app;
+        async move {
+            let page =
+                expect_json(app.get("/v1/conversations", &token).await, StatusCode::OK).await;
+            let item = &page["items"][0];
+            (item["read_seq"].as_i64(), item["unread_count"].as_i64())
+        }
+    };
+    // Sending moved my marker past bob's message too: I answered it.
+    assert_eq!(state(me.token.clone()).await, (Some(3), Some(0)));
+    assert_eq!(state(bob.token.clone()).await, (Some(1), Some(2)));
+}
+
+#[tokio::test]
 async fn conversations_are_listed_by_last_activity_with_previews_and_unread_counts() {
     let app = spawn_app().await;
     let (me, bob, carol) = (
