@@ -4,7 +4,9 @@
 //! environment variable) and keys fetched from the users service's JWKS URL. An unknown `kid`
 //! triggers a JWKS refresh, at most once per interval, so a new signing key needs no coordinated
 //! redeploy; a background refresher drops removed keys. No request ever waits on the users
-//! service except the first one that meets a new key. See docs/adr/0003-rs256-jwks.md.
+//! service except the first one that meets a new key. A token whose key this service could not
+//! fetch (the users service is unreachable) is answered 503, not 401: the token may well be
+//! valid, and a client told it is not would sign its user out. See docs/adr/0003-rs256-jwks.md.
 
 use crate::config::{ConfigError, Env};
 use crate::problem::Problem;
@@ -135,6 +137,10 @@ pub enum TokenError {
     /// Anything else: bad signature, unknown key, wrong claims, wrong `typ`.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The token names a key this service does not hold, and the key set could not be fetched
+    /// to learn whether that key exists: whether the token is valid is unknown for now.
+    #[error("the key set could not be fetched to verify a token signed with kid {0}")]
+    KeysUnavailable(String),
 }
 
 impl From<TokenError> for Problem {
@@ -148,6 +154,10 @@ impl From<TokenError> for Problem {
             )
             .with_detail("the access token has expired; refresh it"),
             TokenError::Invalid(_) => Problem::unauthenticated("the access token is invalid"),
+            TokenError::KeysUnavailable(_) => Problem::unavailable(
+                "the keys that verify access tokens cannot be fetched from the users service \
+                 right now; retry with the same token",
+            ),
         }
     }
 }
@@ -223,9 +233,14 @@ impl TokenVerifier {
         let key = match self.key(&kid) {
             Some(key) => key,
             None => {
-                self.refresh_for_unknown_kid().await;
-                self.key(&kid)
-                    .ok_or_else(|| TokenError::Invalid(format!("unknown kid {kid}")))?
+                let set_is_current = self.refresh_for_unknown_kid().await;
+                match self.key(&kid) {
+                    Some(key) => key,
+                    None if set_is_current => {
+                        return Err(TokenError::Invalid(format!("unknown kid {kid}")));
+                    }
+                    None => return Err(TokenError::KeysUnavailable(kid)),
+                }
             }
         };
         let data = decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
@@ -246,9 +261,12 @@ impl TokenVerifier {
         fetched.get(kid).cloned()
     }
 
-    async fn refresh_for_unknown_kid(&self) {
+    /// Fetches the key set for a `kid` not in it, unless one was fetched too recently. Whether
+    /// the keys held now are the users service's current set: false when the last fetch failed,
+    /// so that an unknown `kid` proves nothing about the token.
+    async fn refresh_for_unknown_kid(&self) -> bool {
         if self.settings.jwks_url.is_none() {
-            return;
+            return true;
         }
         let mut last = self.last_fetch.lock().await;
         // After a success, wait the full interval; after a failure (the users service was
@@ -260,15 +278,19 @@ impl TokenVerifier {
                 FAILED_FETCH_BACKOFF
             }
         };
-        if last
-            .is_some_and(|(at, ok)| at.elapsed() < wait(ok).min(self.settings.min_refresh_interval))
+        if let Some((at, ok)) = *last
+            && at.elapsed() < wait(ok).min(self.settings.min_refresh_interval)
         {
-            return;
+            return ok;
         }
         let result = self.fetch().await;
         *last = Some((Instant::now(), result.is_ok()));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "JWKS refresh after an unknown kid failed");
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refresh after an unknown kid failed");
+                false
+            }
         }
     }
 

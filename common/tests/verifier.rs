@@ -105,6 +105,16 @@ fn settings(jwks_url: Option<String>, min_refresh: Duration) -> AuthSettings {
     }
 }
 
+/// A verifier fetching its keys from `jwks`, no sooner than `min_refresh` after a success.
+fn verifier_of(jwks: &JwksServer, min_refresh: Duration) -> TokenVerifier {
+    TokenVerifier::new(
+        settings(Some(jwks.url.clone()), min_refresh),
+        vec![],
+        reqwest::Client::new(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_token_signed_by_a_newly_added_key_is_accepted_by_a_verifier_that_fetched_the_old_set() {
     let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
@@ -133,12 +143,7 @@ async fn a_token_signed_by_a_newly_added_key_is_accepted_by_a_verifier_that_fetc
 #[tokio::test]
 async fn a_token_signed_by_a_removed_key_is_refused_after_the_refresh() {
     let jwks = JwksServer::start(vec![jwk("k1", PRIMARY), jwk("k2", SECONDARY)]).await;
-    let verifier = TokenVerifier::new(
-        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
-        vec![],
-        reqwest::Client::new(),
-    )
-    .unwrap();
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
     verifier.refresh().await.unwrap();
     let old = token("k1", PRIMARY);
     assert!(verifier.verify(&old).await.is_ok());
@@ -155,12 +160,7 @@ async fn a_token_signed_by_a_removed_key_is_refused_after_the_refresh() {
 #[tokio::test]
 async fn unknown_kids_trigger_at_most_one_refresh_per_interval() {
     let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
-    let verifier = TokenVerifier::new(
-        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
-        vec![],
-        reqwest::Client::new(),
-    )
-    .unwrap();
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
     for kid in ["nope-1", "nope-2", "nope-3"] {
         assert!(verifier.verify(&token(kid, PRIMARY)).await.is_err());
     }
@@ -210,12 +210,7 @@ async fn a_failed_fetch_does_not_hold_back_the_next_refresh_for_the_whole_interv
     // The verifier started before the users service could answer: its first fetch failed.
     let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
     jwks.failing.store(true, Ordering::SeqCst);
-    let verifier = TokenVerifier::new(
-        settings(Some(jwks.url.clone()), Duration::from_secs(60)),
-        vec![],
-        reqwest::Client::new(),
-    )
-    .unwrap();
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
     assert!(verifier.refresh().await.is_err());
     jwks.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -230,4 +225,41 @@ async fn a_failed_fetch_does_not_hold_back_the_next_refresh_for_the_whole_interv
     jwks.serve(vec![jwk("k2", SECONDARY)]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(verifier.verify(&token("k2", SECONDARY)).await.is_err());
+}
+
+#[tokio::test]
+async fn a_token_whose_key_could_not_be_fetched_is_answered_unavailable_not_unauthenticated() {
+    // The users service cannot answer yet: this verifier has never held a key.
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    jwks.failing.store(true, Ordering::SeqCst);
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
+    let valid = token("k1", PRIMARY);
+    let refused = verifier.verify(&valid).await.unwrap_err();
+    assert!(
+        matches!(&refused, TokenError::KeysUnavailable(kid) if kid == "k1"),
+        "{refused:?}"
+    );
+    let problem = common::problem::Problem::from(refused);
+    assert_eq!(
+        (problem.status, problem.code.as_str(), problem.retry_after),
+        (503, "service_unavailable", Some(1)),
+        "a client told 401 would sign its user out"
+    );
+    // Within the back-off after the failure, no new fetch is made, and the answer stays 503.
+    let fetches = jwks.fetches.load(Ordering::SeqCst);
+    assert!(matches!(
+        verifier.verify(&valid).await,
+        Err(TokenError::KeysUnavailable(_))
+    ));
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), fetches);
+
+    // Once the key set can be fetched, the same token verifies, and a kid the set does not
+    // name is invalid: the set is known to be current.
+    jwks.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verifier.verify(&valid).await.is_ok());
+    assert!(matches!(
+        verifier.verify(&token("forged", SECONDARY)).await,
+        Err(TokenError::Invalid(_))
+    ));
 }
