@@ -19,6 +19,11 @@
 //!
 //! The posts service reads the key next to its cached list and uses the list without asking
 //! users when the two agree; when the key is missing or differs, it asks as before.
+//!
+//! Contact versions work the same way for messaging ([`Kind::Contacts`], docs/adr/0022): each
+//! account's `users.accounts.contact_version` changes with everything that decides whether it
+//! may message or be messaged (its suspension, its deletion, a block it is on either end of),
+//! and is published at `{prefix}users:contact_version:{id}`.
 
 use crate::metrics::Metrics;
 use crate::redis::{deadpool_redis, with_timeout};
@@ -41,9 +46,38 @@ return 1
 /// The most keys written in one pipeline (an account deletion can touch many followers).
 const CHUNK: usize = 500;
 
-/// The Redis key of `user`'s published version.
+/// What a published version is the version of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An account's followee set (ADR 0017).
+    Followees,
+    /// An account's standing for messaging: suspended, deleted, the blocks it is on (ADR 0022).
+    Contacts,
+}
+
+impl Kind {
+    /// Its name in Redis keys and in `redis_errors_total{operation}`.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Followees => "graph_version",
+            Kind::Contacts => "contact_version",
+        }
+    }
+
+    /// The Redis key of `user`'s published version of this kind.
+    pub fn key(self, prefix: &str, user: Uuid) -> String {
+        format!("{prefix}users:{}:{user}", self.name())
+    }
+}
+
+/// The Redis key of `user`'s published followee-set version.
 pub fn key(prefix: &str, user: Uuid) -> String {
-    format!("{prefix}users:graph_version:{user}")
+    Kind::Followees.key(prefix, user)
+}
+
+/// The Redis key of `user`'s published contact version.
+pub fn contact_key(prefix: &str, user: Uuid) -> String {
+    Kind::Contacts.key(prefix, user)
 }
 
 /// The ETag under which the users service serves the followee ids at `version`.
@@ -65,6 +99,7 @@ fn connection_dropped(e: &anyhow::Error) -> bool {
 /// Writes versions (the users service's side).
 #[derive(Clone)]
 pub struct Publisher {
+    kind: Kind,
     redis: crate::redis::Pool,
     prefix: String,
     timeout: Duration,
@@ -74,8 +109,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher writing to `redis` under `prefix`, each write bounded by `timeout`.
+    /// A publisher of `kind` writing to `redis` under `prefix`, each write bounded by `timeout`.
     pub fn new(
+        kind: Kind,
         redis: crate::redis::Pool,
         prefix: String,
         timeout: Duration,
@@ -83,11 +119,20 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            kind,
             redis,
             prefix,
             timeout,
             ttl,
             metrics,
+        }
+    }
+
+    /// The same publisher, for versions of another kind.
+    pub fn with_kind(&self, kind: Kind) -> Self {
+        Self {
+            kind,
+            ..self.clone()
         }
     }
 
@@ -105,12 +150,13 @@ impl Publisher {
             if let Err(e) = result {
                 self.metrics
                     .redis_errors
-                    .with_label_values(&["graph_version"])
+                    .with_label_values(&[self.kind.name()])
                     .inc();
                 tracing::warn!(
                     error = %e,
+                    kind = self.kind.name(),
                     accounts = chunk.len(),
-                    "publishing followee-set versions failed; readers may use the old set for up to the key lifetime"
+                    "publishing versions failed; readers may trust the old ones for up to the key lifetime"
                 );
             }
         }
@@ -125,7 +171,7 @@ impl Publisher {
                 pipe.cmd("EVAL")
                     .arg(RAISE)
                     .arg(1)
-                    .arg(key(&self.prefix, *user))
+                    .arg(self.kind.key(&self.prefix, *user))
                     .arg(version)
                     .arg(ttl)
                     .ignore();
@@ -151,6 +197,10 @@ mod tests {
         assert_eq!(
             key("t:", id),
             "t:users:graph_version:00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(
+            contact_key("t:", id),
+            "t:users:contact_version:00000000-0000-0000-0000-000000000000"
         );
     }
 }

@@ -123,6 +123,11 @@ pub struct Contactability {
     /// Accounts that do not accept messages from the asking user: suspended, or a block either
     /// way (deliberately not told apart).
     pub unavailable: Vec<Uuid>,
+    /// The contact version (ADR 0022) of the asking user and of each account found, as read
+    /// with the answer: the answer holds while none of them changes. Empty from a users
+    /// service that predates it.
+    #[serde(default)]
+    pub versions: std::collections::HashMap<Uuid, i64>,
 }
 
 /// A service's client credentials, exchanged for short-lived service tokens.

@@ -23,6 +23,7 @@ fn publisher_on(redis_url: &str, prefix: &str, ttl: Duration) -> (Publisher, Arc
     };
     let metrics = Arc::new(Metrics::new().unwrap());
     let publisher = Publisher::new(
+        graph_versions::Kind::Followees,
         redis.pool().unwrap(),
         prefix.to_owned(),
         redis.timeout,
@@ -126,6 +127,7 @@ async fn a_pooled_connection_that_died_since_it_last_answered_does_not_lose_a_pu
     let pool = settings.pool().unwrap();
     let metrics = Arc::new(Metrics::new().unwrap());
     let publisher = Publisher::new(
+        graph_versions::Kind::Followees,
         pool.clone(),
         prefix.clone(),
         settings.timeout,

@@ -2,6 +2,7 @@
 
 use crate::config::Settings;
 use crate::config::StreamSettings;
+use crate::contacts::ContactCache;
 use crate::realtime::Hub;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub limiter: web::Data<RateLimiter>,
     /// Messages one account may send.
     pub message_send: Quota,
+    /// Contactability answers of direct conversations, kept while they hold.
+    pub contacts: ContactCache,
 }
 
 /// The schema this service owns.
@@ -100,6 +103,10 @@ impl Application {
             stream: settings.stream.clone(),
             limiter: infra.limiter.clone(),
             message_send: settings.message_send,
+            contacts: ContactCache::new(
+                base.redis.key_prefix.clone(),
+                infra.metrics.clone().into_inner(),
+            ),
         });
         let shell = infra.clone();
         let (listener, port) = common::service::bind(&base.http)?;

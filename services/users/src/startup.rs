@@ -7,7 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::config::Secret;
-use common::graph_versions::Publisher;
+use common::graph_versions::{Kind, Publisher};
 use common::ratelimit::RateLimiter;
 use common::service::Infrastructure;
 use sqlx::PgPool;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Announces changed followee sets to the feed (docs/adr/0017-published-graph-versions.md).
     pub graph_versions: Publisher,
+    /// Announces changed contact standings to messaging (docs/adr/0022).
+    pub contact_versions: Publisher,
 }
 
 /// The migrations of the users schema, recorded in `users._sqlx_migrations`.
@@ -89,6 +91,14 @@ impl Application {
             reqwest::Client::new(),
         )?;
         let dummy_hash = crate::passwords::hash("not anyone's password".to_owned()).await?;
+        let graph_versions = Publisher::new(
+            Kind::Followees,
+            infra.redis.clone(),
+            base.redis.key_prefix.clone(),
+            base.redis.timeout,
+            settings.graph_version_ttl,
+            infra.metrics.clone().into_inner(),
+        );
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             signer,
@@ -97,13 +107,8 @@ impl Application {
             limiter: infra.limiter.clone(),
             limits: settings.limits.clone(),
             outbox_wake: Arc::new(Notify::new()),
-            graph_versions: Publisher::new(
-                infra.redis.clone(),
-                base.redis.key_prefix.clone(),
-                base.redis.timeout,
-                settings.graph_version_ttl,
-                infra.metrics.clone().into_inner(),
-            ),
+            graph_versions: graph_versions.clone(),
+            contact_versions: graph_versions.with_kind(Kind::Contacts),
         });
         crate::outbox::Relay::new(state.clone(), settings.outbox.clone(), &infra.metrics)?.spawn();
         let verifier = web::Data::new(verifier);

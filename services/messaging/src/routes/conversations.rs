@@ -17,6 +17,7 @@ use common::telemetry::call_context_of;
 use common::users_client::UsersClientError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -109,6 +110,7 @@ pub async fn participant_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, Me
         .collect())
 }
 
+/// The versions the answer was read at (docs/adr/0022) when `user` may message all of `others`.
 /// Fails unless `user` may message all of `others`: not suspended, no unknown ids, nobody who
 /// does not accept messages from them.
 pub async fn check_contactable(
@@ -116,7 +118,7 @@ pub async fn check_contactable(
     user: Uuid,
     others: &[Uuid],
     req: &HttpRequest,
-) -> Result<(), MessagingError> {
+) -> Result<HashMap<Uuid, i64>, MessagingError> {
     let answer = match state
         .users
         .contactability(user, others, &call_context_of(req))
@@ -144,7 +146,7 @@ pub async fn check_contactable(
     if !answer.unavailable.is_empty() {
         return Err(MessagingError::RecipientUnavailable(answer.unavailable));
     }
-    Ok(())
+    Ok(answer.versions)
 }
 
 /// Starts a conversation. With one other participant it is direct, and asking again returns

@@ -141,24 +141,41 @@ pub async fn send(
             .insert_header(("idempotent-replayed", "true"))
             .json(MessageView::from(first)));
     }
-    // Retries (answered above) are free; a new message counts.
-    let quota = state.message_send;
-    state
-        .limiter
-        .enforce("message-send", quota, &user.id.to_string())
-        .await?;
-    // Who may receive is the users service's knowledge; ask before taking any lock.
+    // Who may receive is the users service's knowledge; in a direct conversation, an answer
+    // kept from an earlier send holds while both contact versions are unchanged, and they are
+    // read with the count (docs/adr/0022).
     let participants = target.participant_ids;
-    let counterparts: Vec<Uuid> = if target.kind == "direct" {
-        participants
-            .iter()
-            .copied()
-            .filter(|p| *p != user.id)
-            .collect()
+    let recipient = if target.kind == "direct" {
+        participants.iter().copied().find(|p| *p != user.id)
     } else {
-        Vec::new()
+        None
     };
-    check_contactable(&state, user.id, &counterparts, &req).await?;
+    let keys = recipient.map_or_else(Vec::new, |r| state.contacts.keys(user.id, r));
+    // Retries (answered above) are free; a new message counts.
+    let published = state
+        .limiter
+        .enforce_and_read(
+            "message-send",
+            state.message_send,
+            &user.id.to_string(),
+            &keys,
+        )
+        .await?;
+    // Ask before taking any lock. In a group, only whether the sender is suspended is asked.
+    match recipient {
+        Some(recipient) => {
+            if !state
+                .contacts
+                .allows(user.id, recipient, published.as_deref())
+            {
+                let versions = check_contactable(&state, user.id, &[recipient], &req).await?;
+                state.contacts.remember(user.id, recipient, &versions);
+            }
+        }
+        None => {
+            check_contactable(&state, user.id, &[], &req).await?;
+        }
+    }
 
     let mut tx = state.db.begin().await?;
     if !accounts::hold_for_write(&mut tx, user.id).await? {

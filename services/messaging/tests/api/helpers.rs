@@ -41,11 +41,13 @@ pub async fn spawn_app_with(
     let db = TestDatabase::new().await;
     // The first replica's port is chosen first: the users service's outbox delivers there.
     let first_port = test_support::free_port();
+    // One prefix for all, as deployed: messaging reads the versions users publishes (ADR 0022).
+    let prefix = test_support::redis_prefix();
     let mut users_env = vec![
         ("PORT", "0".to_owned()),
         ("HTTP_WORKERS", "1".to_owned()),
         ("DATABASE_URL", db.url_for("users")),
-        ("REDIS_KEY_PREFIX", test_support::redis_prefix()),
+        ("REDIS_KEY_PREFIX", prefix.clone()),
         ("RATE_LIMIT_SIGNUP_IP", "1000/60".to_owned()),
         ("MESSAGING_URL", format!("http://127.0.0.1:{first_port}")),
         ("OUTBOX_POLL_MS", "100".to_owned()),
@@ -61,7 +63,6 @@ pub async fn spawn_app_with(
     let users_address = format!("http://127.0.0.1:{}", users_app.port());
     tokio::spawn(users_app.run_until_stopped());
 
-    let prefix = test_support::redis_prefix();
     let mut addresses = Vec::new();
     let mut replica_a = None;
     for replica in 0..2 {
@@ -211,9 +212,17 @@ impl TestApp {
     }
 
     pub async fn block(&self, who: &TestUser, whom: &TestUser) {
+        self.set_block(who, whom, Method::PUT).await;
+    }
+
+    pub async fn unblock(&self, who: &TestUser, whom: &TestUser) {
+        self.set_block(who, whom, Method::DELETE).await;
+    }
+
+    async fn set_block(&self, who: &TestUser, whom: &TestUser, method: Method) {
         let response = self
             .users_call(
-                Method::PUT,
+                method,
                 &format!("/v1/users/{}/block", whom.id),
                 Some(&who.token),
                 None,

@@ -350,3 +350,81 @@ async fn a_block_after_the_conversation_started_stops_direct_messages_and_suspen
     )
     .await;
 }
+
+/// How many times this messaging replica asked users for contactability.
+async fn contactability_calls(app: &TestApp) -> u64 {
+    let metrics = app
+        .request(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("upstream_request_duration_seconds_count")
+                && l.contains("operation=\"contactability\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_kept_contactability_answer_serves_until_a_suspension_or_a_block_changes_it() {
+    let app = spawn_app().await;
+    let (alice, bob, admin) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("admin").await,
+    );
+    sqlx::query("UPDATE users.accounts SET role = 'admin' WHERE id = $1")
+        .bind(admin.id)
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
+    let direct = app.conversation(&alice, &[&bob]).await;
+    let path = format!("/v1/conversations/{direct}/messages");
+    app.send(&alice, &direct, "one").await;
+    let asked = contactability_calls(&app).await;
+    app.send(&alice, &direct, "two").await;
+    app.send(&alice, &direct, "three").await;
+    assert_eq!(
+        contactability_calls(&app).await,
+        asked,
+        "nothing changed: the kept answer serves"
+    );
+
+    // A suspension through the users service is in the very next send, and so is its end.
+    let admin_call = async |action: &str| {
+        app.users_call(
+            Method::POST,
+            &format!("/v1/admin/users/{}/{action}", alice.id),
+            Some(&admin.token),
+            None,
+        )
+        .await
+    };
+    assert_eq!(admin_call("suspend").await.status(), StatusCode::NO_CONTENT);
+    expect_problem(
+        app.post(&path, &alice.token, json!({"body": "four"})).await,
+        StatusCode::FORBIDDEN,
+        "account_suspended",
+    )
+    .await;
+    assert_eq!(
+        admin_call("unsuspend").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.send(&alice, &direct, "five").await;
+
+    // So is a block by the recipient, and the lifting of it.
+    app.block(&bob, &alice).await;
+    expect_problem(
+        app.post(&path, &alice.token, json!({"body": "six"})).await,
+        StatusCode::FORBIDDEN,
+        "recipient_unavailable",
+    )
+    .await;
+    app.unblock(&bob, &alice).await;
+    app.send(&alice, &direct, "seven").await;
+}

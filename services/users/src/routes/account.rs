@@ -159,7 +159,7 @@ pub async fn delete_me(
 ) -> Result<HttpResponse, UsersError> {
     confirm_password(&state, &user, "password", &body.password).await?;
     let mut tx = state.db.begin().await?;
-    let Some(versions) = accounts::delete(&mut tx, user.id).await? else {
+    let Some((versions, contact_version)) = accounts::delete(&mut tx, user.id).await? else {
         return Err(UsersError::NotFound);
     };
     outbox::enqueue(&mut *tx, &DELETION_TARGETS, "account_deleted", user.id).await?;
@@ -173,6 +173,10 @@ pub async fn delete_me(
     )
     .await?;
     tx.commit().await?;
+    state
+        .contact_versions
+        .publish(&[(user.id, contact_version)])
+        .await;
     state.graph_versions.publish(&versions).await;
     state.outbox_wake.notify_one();
     tracing::info!(user_id = %user.id, "account deleted");

@@ -105,9 +105,9 @@ pub async fn suspend(
 ) -> Result<HttpResponse, UsersError> {
     require_admin(&state, &user).await?;
     let mut tx = state.db.begin().await?;
-    if !accounts::set_suspended(&mut *tx, *id, true).await? {
+    let Some(contact_version) = accounts::set_suspended(&mut *tx, *id, true).await? else {
         return Err(UsersError::NotFound);
-    }
+    };
     refresh_tokens::revoke_account(&mut *tx, *id).await?;
     audit::record(
         &meta,
@@ -119,6 +119,11 @@ pub async fn suspend(
     )
     .await?;
     tx.commit().await?;
+    // Before the 204: the suspended account's next message finds its answer outdated.
+    state
+        .contact_versions
+        .publish(&[(*id, contact_version)])
+        .await;
     tracing::info!(target_id = %id, "account suspended");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -144,9 +149,9 @@ pub async fn unsuspend(
 ) -> Result<HttpResponse, UsersError> {
     require_admin(&state, &user).await?;
     let mut tx = state.db.begin().await?;
-    if !accounts::set_suspended(&mut *tx, *id, false).await? {
+    let Some(contact_version) = accounts::set_suspended(&mut *tx, *id, false).await? else {
         return Err(UsersError::NotFound);
-    }
+    };
     audit::record(
         &meta,
         &mut *tx,
@@ -157,6 +162,10 @@ pub async fn unsuspend(
     )
     .await?;
     tx.commit().await?;
+    state
+        .contact_versions
+        .publish(&[(*id, contact_version)])
+        .await;
     tracing::info!(target_id = %id, "account reinstated");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -153,8 +153,10 @@ pub async fn block(
     let mut tx = state.db.begin().await?;
     let changed = graph::block(&mut tx, user.id, *id).await?;
     tx.commit().await?;
-    let versions = changed.ok_or(UsersError::NotFound)?;
-    state.graph_versions.publish(&versions).await;
+    let changed = changed.ok_or(UsersError::NotFound)?;
+    // Before the 204: the blocked account's next message finds its answer outdated.
+    state.contact_versions.publish(&changed.contacts).await;
+    state.graph_versions.publish(&changed.followee_sets).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -180,13 +182,11 @@ pub async fn unblock(
         return Err(UsersError::SelfAction("unblock"));
     }
     let mut tx = state.db.begin().await?;
-    let known = graph::unblock(&mut tx, user.id, *id).await?;
+    let changed = graph::unblock(&mut tx, user.id, *id).await?;
     tx.commit().await?;
-    if known {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(UsersError::NotFound)
-    }
+    let versions = changed.ok_or(UsersError::NotFound)?;
+    state.contact_versions.publish(&versions).await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Who follows an account, newest first.

@@ -96,10 +96,20 @@ pub async fn contactability(
         .filter(|f| f.suspended || f.blocked)
         .map(|f| f.id)
         .collect();
+    // The versions read with the answer, published so that the asker can tell on its next
+    // send whether the answer still holds (docs/adr/0022). Not awaited: until they are written
+    // the asker just asks again, and raising never lowers a newer version a change wrote.
+    let versions: Vec<(Uuid, i64)> = std::iter::once((*id, sender.contact_version))
+        .chain(found.iter().map(|f| (f.id, f.contact_version)))
+        .collect();
+    let publisher = state.contact_versions.clone();
+    let published = versions.clone();
+    tokio::spawn(async move { publisher.publish(&published).await });
     Ok(HttpResponse::Ok().json(Contactability {
         suspended: sender.suspended,
         unknown,
         unavailable,
+        versions: versions.into_iter().collect(),
     }))
 }
 

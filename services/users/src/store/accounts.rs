@@ -33,6 +33,8 @@ pub struct CredentialsRow {
 pub struct StatusRow {
     pub role: String,
     pub suspended: bool,
+    /// Read with `suspended` (docs/adr/0022).
+    pub contact_version: i64,
 }
 
 /// Creates an account. A taken username or email fails on its named unique constraint.
@@ -81,7 +83,8 @@ pub async fn credentials(
 pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<StatusRow>, sqlx::Error> {
     sqlx::query_as!(
         StatusRow,
-        r#"SELECT role, suspended_at IS NOT NULL AS "suspended!" FROM users.accounts WHERE id = $1"#,
+        r#"SELECT role, suspended_at IS NOT NULL AS "suspended!", contact_version
+           FROM users.accounts WHERE id = $1"#,
         id,
     )
     .fetch_optional(db)
@@ -165,23 +168,25 @@ pub async fn set_role(db: impl PgExecutor<'_>, id: Uuid, role: &str) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
-/// Suspends or reinstates an account; false if there is no such account.
+/// Suspends or reinstates an account; `None` if there is no such account, else its new contact
+/// version, to publish once committed.
 #[tracing::instrument(skip_all, err)]
 pub async fn set_suspended(
     db: impl PgExecutor<'_>,
     id: Uuid,
     suspended: bool,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
         r#"UPDATE users.accounts
-           SET suspended_at = CASE WHEN $2 THEN COALESCE(suspended_at, now()) END, updated_at = now()
-           WHERE id = $1"#,
+           SET suspended_at = CASE WHEN $2 THEN COALESCE(suspended_at, now()) END, updated_at = now(),
+               contact_version = contact_version + 1
+           WHERE id = $1
+           RETURNING contact_version"#,
         id,
         suspended,
     )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(db)
+    .await
 }
 
 /// How `others` stand towards `user` for messaging: suspended, or a block either way.
@@ -190,6 +195,8 @@ pub struct ContactRow {
     pub id: Uuid,
     pub suspended: bool,
     pub blocked: bool,
+    /// Read with the rest of the row: a block bumps both accounts' versions (docs/adr/0022).
+    pub contact_version: i64,
 }
 
 /// The standing of each existing account among `others` towards `user`.
@@ -204,7 +211,8 @@ pub async fn contacts(
         r#"SELECT a.id, a.suspended_at IS NOT NULL AS "suspended!",
                   EXISTS (SELECT 1 FROM users.blocks b
                           WHERE (b.blocker_id = $1 AND b.blocked_id = a.id)
-                             OR (b.blocker_id = a.id AND b.blocked_id = $1)) AS "blocked!"
+                             OR (b.blocker_id = a.id AND b.blocked_id = $1)) AS "blocked!",
+                  a.contact_version
            FROM users.accounts a WHERE a.id = ANY($2)"#,
         user,
         others,
@@ -247,24 +255,24 @@ pub async fn set_password(
 /// Deletes an account with its tokens, follows and blocks. The counters of the accounts on the
 /// other end of its follows go down, and its followers' followee sets change version, so their
 /// cached feeds drop it on the next read. Returns `None` if there was no such account, else
-/// the new versions of those followee sets.
+/// the new versions of those followee sets and the account's own contact version after it
+/// (docs/adr/0022), to publish once committed.
 #[tracing::instrument(skip_all, err)]
 pub async fn delete(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
-) -> Result<Option<crate::store::graph::Versions>, sqlx::Error> {
+) -> Result<Option<(crate::store::graph::Versions, i64)>, sqlx::Error> {
     // Lock the row first: a follow of this account racing the deletion waits, then fails on
     // the foreign key instead of leaving a counter off by one.
-    let exists = sqlx::query_scalar!(
-        r#"SELECT 1 AS "one!" FROM users.accounts WHERE id = $1 FOR UPDATE"#,
+    let Some(contact_version) = sqlx::query_scalar!(
+        r#"SELECT contact_version FROM users.accounts WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(&mut *conn)
     .await?
-    .is_some();
-    if !exists {
+    else {
         return Ok(None);
-    }
+    };
     let versions = sqlx::query!(
         r#"UPDATE users.accounts a
            SET following_count = a.following_count - 1, graph_version = a.graph_version + 1
@@ -290,5 +298,5 @@ pub async fn delete(
     sqlx::query!(r#"DELETE FROM users.accounts WHERE id = $1"#, id)
         .execute(&mut *conn)
         .await?;
-    Ok(Some(versions))
+    Ok(Some((versions, contact_version + 1)))
 }

@@ -83,6 +83,32 @@ async fn bump_graph_versions(
     Ok(rows.into_iter().map(|r| (r.id, r.graph_version)).collect())
 }
 
+/// Marks whom `ids` may message as possibly changed (docs/adr/0022-published-contact-versions.md).
+pub async fn bump_contact_versions(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Versions, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"UPDATE users.accounts SET contact_version = contact_version + 1 WHERE id = ANY($1)
+           RETURNING id, contact_version"#,
+        ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.contact_version))
+        .collect())
+}
+
+/// What a block or unblock changed: followee-set versions (ADR 0017) and contact versions (ADR
+/// 0022), each to be published once the transaction has committed.
+#[derive(Debug, Default)]
+pub struct BlockChange {
+    pub followee_sets: Versions,
+    pub contacts: Versions,
+}
+
 async fn adjust_counts(
     conn: &mut PgConnection,
     follower: Uuid,
@@ -169,24 +195,28 @@ pub async fn unfollow(
 }
 
 /// `blocker` blocks `blocked`, removing follows both ways; idempotent. `None` if either
-/// account is unknown, else the versions of the followee sets it changed. Run it in a
-/// transaction.
+/// account is unknown, else the versions it changed. Run it in a transaction.
 #[tracing::instrument(skip_all, err)]
 pub async fn block(
     conn: &mut PgConnection,
     blocker: Uuid,
     blocked: Uuid,
-) -> Result<Option<Versions>, sqlx::Error> {
+) -> Result<Option<BlockChange>, sqlx::Error> {
     if lock_pair(conn, blocker, blocked).await?.is_none() {
         return Ok(None);
     }
-    sqlx::query!(
+    let added = sqlx::query!(
         r#"INSERT INTO users.blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"#,
         blocker,
         blocked,
     )
     .execute(&mut *conn)
     .await?;
+    if added.rows_affected() == 0 {
+        // Blocked already: the follows went with the first block and cannot have come back.
+        return Ok(Some(BlockChange::default()));
+    }
+    let contacts = bump_contact_versions(conn, &[blocker, blocked]).await?;
     let removed = sqlx::query!(
         r#"DELETE FROM users.follows
            WHERE (follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1)
@@ -200,30 +230,41 @@ pub async fn block(
         adjust_counts(conn, edge.follower_id, edge.followee_id, -1).await?;
     }
     let followers: Vec<Uuid> = removed.iter().map(|edge| edge.follower_id).collect();
-    if followers.is_empty() {
-        return Ok(Some(Versions::new()));
-    }
-    Ok(Some(bump_graph_versions(conn, &followers).await?))
+    let followee_sets = if followers.is_empty() {
+        Versions::new()
+    } else {
+        bump_graph_versions(conn, &followers).await?
+    };
+    Ok(Some(BlockChange {
+        followee_sets,
+        contacts,
+    }))
 }
 
-/// Lifts a block; idempotent. False if the blocked account is unknown.
+/// Lifts a block; idempotent. `None` if the blocked account is unknown, else the contact
+/// versions it changed (none when there was no block).
 #[tracing::instrument(skip_all, err)]
 pub async fn unblock(
     conn: &mut PgConnection,
     blocker: Uuid,
     blocked: Uuid,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Versions>, sqlx::Error> {
     if lock_pair(conn, blocker, blocked).await?.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
-    sqlx::query!(
+    let lifted = sqlx::query!(
         r#"DELETE FROM users.blocks WHERE blocker_id = $1 AND blocked_id = $2"#,
         blocker,
         blocked,
     )
     .execute(&mut *conn)
     .await?;
-    Ok(true)
+    if lifted.rows_affected() == 0 {
+        return Ok(Some(Versions::new()));
+    }
+    Ok(Some(
+        bump_contact_versions(conn, &[blocker, blocked]).await?,
+    ))
 }
 
 /// How a viewer and another account relate.

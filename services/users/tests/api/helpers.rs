@@ -124,6 +124,13 @@ impl TestApp {
             .and_then(|v| common::graph_versions::parse(&v))
     }
 
+    /// The contact version published in Redis for `id`, if any (ADR 0022).
+    pub async fn published_contact_version(&self, id: Uuid) -> Option<i64> {
+        test_support::redis::get(&common::graph_versions::contact_key(&self.redis_prefix, id))
+            .await
+            .and_then(|v| common::graph_versions::parse(&v))
+    }
+
     /// Registers `username` (password `password-<username>`), asserting 201.
     pub async fn register(&self, username: &str) -> TestUser {
         let password = format!("password-{username}");

@@ -263,6 +263,49 @@ async fn contactability_tells_unknown_from_unavailable_but_not_block_from_suspen
     ];
     expected.sort();
     assert_eq!(unavailable, expected);
+    // The contact versions read with the answer (ADR 0022): a block raised both of its ends,
+    // the suspension its account; each is published too, the friend's by this very answer.
+    let expected_versions = [
+        (sender.id, 2),
+        (friend.id, 0),
+        (blocker.id, 1),
+        (blocked.id, 1),
+        (suspended.id, 1),
+    ];
+    assert_eq!(
+        answer["versions"],
+        json!(
+            expected_versions
+                .iter()
+                .map(|(id, v)| (id.to_string(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        ),
+        "no version for the unknown id"
+    );
+    for (id, version) in expected_versions {
+        // Written after the answer, not before it.
+        let mut published = None;
+        for _ in 0..100 {
+            published = app.published_contact_version(id).await;
+            if published == Some(version) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(published, Some(version));
+    }
+    // Lifting the block raises both ends before the 204; blocking again changes nothing.
+    let blocker_says = async |method| {
+        let path = format!("/v1/users/{}/block", sender.id);
+        let response = app
+            .request(method, &path, Some(&blocker.access_token), None)
+            .await;
+        expect_status(response, StatusCode::NO_CONTENT).await;
+    };
+    blocker_says(reqwest::Method::PUT).await;
+    blocker_says(reqwest::Method::DELETE).await;
+    assert_eq!(app.published_contact_version(sender.id).await, Some(3));
+    assert_eq!(app.published_contact_version(blocker.id).await, Some(2));
     expect_problem(
         app.post(&path, Some(&sender.access_token), body).await,
         StatusCode::FORBIDDEN,
