@@ -228,8 +228,15 @@ async fn watch_server(
 }
 
 /// The migrator of a service, recording its history in its own schema.
+///
+/// Migrations applied by a newer release of the service are accepted: during a rolling update
+/// (or a rollback) the previous release starts against the schema its successor migrated. Our
+/// migrations only add (a column with a default, a table, an index), so the previous code still
+/// works there; a migration that takes something away ships in a release after the last one
+/// that used it. Migrations both sides know must still match their checksums.
 pub fn migrator_for(mut migrator: Migrator, schema: &str) -> Migrator {
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.set_ignore_missing(true);
     migrator
 }
 

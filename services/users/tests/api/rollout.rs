@@ -1,5 +1,7 @@
 //! A rolling update loses no request: the old process turns unready on SIGTERM, keeps serving
-//! while the load balancer notices, then drains; the replacement takes the traffic.
+//! while the load balancer notices, then drains; the replacement takes the traffic. And the
+//! previous release starts against the schema its successor migrated (restarts mid-rollout,
+//! rollbacks).
 
 use crate::helpers::*;
 use reqwest::StatusCode;
@@ -136,4 +138,30 @@ async fn sigterm_under_steady_traffic_with_a_replacement_started_loses_no_reques
         failed, 0,
         "{failed} of {sent} requests failed during the rollout"
     );
+}
+
+#[tokio::test]
+async fn the_previous_release_starts_against_a_schema_its_successor_migrated() {
+    let app = spawn_app().await;
+    // The previous release knew every migration but the newest one.
+    let mut previous = users::startup::migrator();
+    let known = previous.migrations.len() - 1;
+    previous.migrations = previous.migrations[..known].to_vec().into();
+    let pool = sqlx::PgPool::connect(&app.db.url_for("users"))
+        .await
+        .unwrap();
+    // What it does at start (or in its init container) succeeds and changes nothing.
+    common::db::migrate(&pool, &previous).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM users._sqlx_migrations")
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, i64::try_from(known + 1).unwrap());
+
+    // A migration both know must still be the same migration.
+    let mut altered = users::startup::migrator();
+    let mut first = altered.migrations[0].clone();
+    first.checksum = vec![0; 48].into();
+    altered.migrations = vec![first].into();
+    assert!(common::db::migrate(&pool, &altered).await.is_err());
 }
