@@ -141,16 +141,16 @@ pub async fn send(
             .insert_header(("idempotent-replayed", "true"))
             .json(MessageView::from(first)));
     }
-    // Who may receive is the users service's knowledge; in a direct conversation, an answer
-    // kept from an earlier send holds while both contact versions are unchanged, and they are
-    // read with the count (docs/adr/0022).
+    // Who may receive is the users service's knowledge: in a direct conversation, whether the
+    // two may talk; in a group, whether the sender is suspended. An answer kept from an earlier
+    // send holds while the contact versions it was read at are still the published ones, which
+    // are read with the count (docs/adr/0022).
     let participants = target.participant_ids;
     let recipient = if target.kind == "direct" {
         participants.iter().copied().find(|p| *p != user.id)
     } else {
         None
     };
-    let keys = recipient.map_or_else(Vec::new, |r| state.contacts.keys(user.id, r));
     // Retries (answered above) are free; a new message counts.
     let published = state
         .limiter
@@ -158,23 +158,17 @@ pub async fn send(
             "message-send",
             state.message_send,
             &user.id.to_string(),
-            &keys,
+            &state.contacts.keys(user.id, recipient),
         )
         .await?;
-    // Ask before taking any lock. In a group, only whether the sender is suspended is asked.
-    match recipient {
-        Some(recipient) => {
-            if !state
-                .contacts
-                .allows(user.id, recipient, published.as_deref())
-            {
-                let versions = check_contactable(&state, user.id, &[recipient], &req).await?;
-                state.contacts.remember(user.id, recipient, &versions);
-            }
-        }
-        None => {
-            check_contactable(&state, user.id, &[], &req).await?;
-        }
+    if !state
+        .contacts
+        .allows(user.id, recipient, published.as_deref())
+    {
+        // Asked before any lock is taken.
+        let others: Vec<Uuid> = recipient.into_iter().collect();
+        let versions = check_contactable(&state, user.id, &others, &req).await?;
+        state.contacts.remember(user.id, recipient, &versions);
     }
 
     let mut tx = state.db.begin().await?;

@@ -372,9 +372,10 @@ async fn contactability_calls(app: &TestApp) -> u64 {
 #[tokio::test]
 async fn a_kept_contactability_answer_serves_until_a_suspension_or_a_block_changes_it() {
     let app = spawn_app().await;
-    let (alice, bob, admin) = (
+    let (alice, bob, carol, admin) = (
         app.register("alice").await,
         app.register("bob").await,
+        app.register("carol").await,
         app.register("admin").await,
     );
     sqlx::query("UPDATE users.accounts SET role = 'admin' WHERE id = $1")
@@ -383,15 +384,20 @@ async fn a_kept_contactability_answer_serves_until_a_suspension_or_a_block_chang
         .await
         .unwrap();
     let direct = app.conversation(&alice, &[&bob]).await;
+    let group = app.conversation(&alice, &[&bob, &carol]).await;
     let path = format!("/v1/conversations/{direct}/messages");
+    let group_path = format!("/v1/conversations/{group}/messages");
     app.send(&alice, &direct, "one").await;
+    app.send(&alice, &group, "one").await;
     let asked = contactability_calls(&app).await;
     app.send(&alice, &direct, "two").await;
+    app.send(&alice, &group, "two").await;
     app.send(&alice, &direct, "three").await;
+    app.send(&alice, &group, "three").await;
     assert_eq!(
         contactability_calls(&app).await,
         asked,
-        "nothing changed: the kept answer serves"
+        "nothing changed: the kept answers serve"
     );
 
     // A suspension through the users service is in the very next send, and so is its end.
@@ -405,17 +411,20 @@ async fn a_kept_contactability_answer_serves_until_a_suspension_or_a_block_chang
         .await
     };
     assert_eq!(admin_call("suspend").await.status(), StatusCode::NO_CONTENT);
-    expect_problem(
-        app.post(&path, &alice.token, json!({"body": "four"})).await,
-        StatusCode::FORBIDDEN,
-        "account_suspended",
-    )
-    .await;
+    for path in [&path, &group_path] {
+        expect_problem(
+            app.post(path, &alice.token, json!({"body": "four"})).await,
+            StatusCode::FORBIDDEN,
+            "account_suspended",
+        )
+        .await;
+    }
     assert_eq!(
         admin_call("unsuspend").await.status(),
         StatusCode::NO_CONTENT
     );
     app.send(&alice, &direct, "five").await;
+    app.send(&alice, &group, "five").await;
 
     // So is a block by the recipient, and the lifting of it.
     app.block(&bob, &alice).await;
