@@ -6,8 +6,8 @@
 //! the contact versions of the accounts involved as the users service read them with the answer.
 //! A send reads the versions published now in its rate-limit round trip; when they equal the
 //! kept ones, nothing that decides the answer (a suspension, a deletion, a block either way) has
-//! happened since, and users is not asked. Users raises a version before it answers the change, so a
-//! block that was answered 204 is seen by the very next send.
+//! happened since, and users is not asked. Users raises a version before it answers the change,
+//! so a block that was answered 204 is seen by the very next send.
 
 use common::graph_versions;
 use common::metrics::Metrics;
