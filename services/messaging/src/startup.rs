@@ -31,7 +31,7 @@ pub struct AppState {
     pub limiter: web::Data<RateLimiter>,
     /// Messages one account may send.
     pub message_send: Quota,
-    /// Contactability answers of direct conversations, kept while they hold.
+    /// Contactability answers that allowed a send, kept while they hold (docs/adr/0022).
     pub contacts: ContactCache,
 }
 

@@ -84,7 +84,7 @@ async fn bump_graph_versions(
 }
 
 /// Marks whom `ids` may message as possibly changed (docs/adr/0022-published-contact-versions.md).
-pub async fn bump_contact_versions(
+async fn bump_contact_versions(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Versions, sqlx::Error> {
