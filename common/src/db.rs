@@ -413,6 +413,11 @@ pub enum AccountLock {
 /// account, and each deletion is one short transaction. Writes in an account's name take it
 /// [`AccountLock::Write`] and then, in a statement of their own, check that the account has not
 /// departed; the deletion takes it [`AccountLock::Delete`] before recording the departure.
+///
+/// posts' keyed create takes the write lock inside the statement that takes its key's lock
+/// (`posts::store::idempotency::lock_writer_and_key`), so the lock's key is spelled there too:
+/// posts' test `a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused`
+/// fails if the two drift apart.
 pub async fn lock_account(
     conn: &mut sqlx::PgConnection,
     account: uuid::Uuid,

@@ -101,20 +101,31 @@ pub async fn create(
         .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
 
     let mut tx = state.db.begin().await?;
-    if !accounts::hold_for_write(&mut tx, user.id).await? {
-        return Err(Problem::unauthenticated("the account no longer exists").into());
-    }
-    if let Some(key) = &key {
-        if !idempotency::try_lock(&mut tx, user.id, key.as_str()).await? {
-            return Err(PostsError::IdempotencyInFlight);
-        }
-        if let Some(stored) = idempotency::find(&mut *tx, user.id, key.as_str()).await? {
-            if stored.request_hash != request_hash {
-                return Err(PostsError::IdempotencyMismatch);
+    // With a key, the account's lock and the key's are taken in one round trip, and the
+    // departure and the stored outcome read in one more.
+    let departed = Problem::unauthenticated("the account no longer exists");
+    match &key {
+        None => {
+            if !accounts::hold_for_write(&mut tx, user.id).await? {
+                return Err(departed.into());
             }
-            return Ok(HttpResponse::Created()
-                .insert_header(("idempotent-replayed", "true"))
-                .json(stored.response_body));
+        }
+        Some(key) => {
+            if !idempotency::lock_writer_and_key(&mut tx, user.id, key.as_str()).await? {
+                return Err(PostsError::IdempotencyInFlight);
+            }
+            let found = idempotency::find(&mut tx, user.id, key.as_str()).await?;
+            if !found.present {
+                return Err(departed.into());
+            }
+            if let Some(stored) = found.stored {
+                if stored.request_hash != request_hash {
+                    return Err(PostsError::IdempotencyMismatch);
+                }
+                return Ok(HttpResponse::Created()
+                    .insert_header(("idempotent-replayed", "true"))
+                    .json(stored.response_body));
+            }
         }
     }
     let row = posts::insert(&mut tx, user.id, text.as_str(), body.reply_to)

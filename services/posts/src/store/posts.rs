@@ -23,8 +23,9 @@ pub struct PostRow {
 /// A keyset position in a newest-first or oldest-first list of posts.
 pub type Position = (DateTime<Utc>, Uuid);
 
-/// Creates a post, counts it on its parent, and moves its author's head forward.
-/// `Ok(None)` when `reply_to` names no post. Run it in a transaction.
+/// Creates a post, counts it on its parent, and moves its author's head forward, in one
+/// statement (one round trip: compose is the mix's slowest request). `Ok(None)` when `reply_to`
+/// names no post. Run it in a transaction.
 #[tracing::instrument(skip_all, err)]
 pub async fn insert(
     conn: &mut PgConnection,
@@ -32,44 +33,37 @@ pub async fn insert(
     text: &str,
     reply_to: Option<Uuid>,
 ) -> Result<Option<PostRow>, sqlx::Error> {
-    if let Some(parent) = reply_to {
-        let counted = sqlx::query!(
-            r#"UPDATE posts.posts SET reply_count = reply_count + 1 WHERE id = $1"#,
-            parent,
-        )
-        .execute(&mut *conn)
-        .await?;
-        if counted.rows_affected() == 0 {
-            return Ok(None);
-        }
-    }
-    let post = sqlx::query_as!(
+    // The parent is counted first; without one the post is not inserted. A root post has no
+    // root head to move: GREATEST ignores the NULL it brings.
+    sqlx::query_as!(
         PostRow,
-        r#"INSERT INTO posts.posts (id, author_id, text, reply_to, created_at)
-           VALUES ($1, $2, $3, $4, clock_timestamp())
-           RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count,
-                     false AS "liked_by_me?""#,
+        r#"WITH parent AS (
+               UPDATE posts.posts SET reply_count = reply_count + 1 WHERE id = $4 RETURNING id
+           ),
+           post AS (
+               INSERT INTO posts.posts (id, author_id, text, reply_to, created_at)
+               SELECT $1, $2, $3, $4, clock_timestamp()
+               WHERE $4::uuid IS NULL OR EXISTS (SELECT 1 FROM parent)
+               RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
+           ),
+           head AS (
+               INSERT INTO posts.author_heads AS h (author_id, last_post_at, last_root_post_at)
+               SELECT author_id, created_at, CASE WHEN reply_to IS NULL THEN created_at END FROM post
+               ON CONFLICT (author_id) DO UPDATE SET
+                   last_post_at = GREATEST(h.last_post_at, EXCLUDED.last_post_at),
+                   last_root_post_at = GREATEST(h.last_root_post_at, EXCLUDED.last_root_post_at)
+           )
+           SELECT id AS "id!", author_id AS "author_id!", text AS "text!", reply_to,
+                  created_at AS "created_at!", edited_at, like_count AS "like_count!",
+                  reply_count AS "reply_count!", false AS "liked_by_me?"
+           FROM post"#,
         Uuid::now_v7(),
         author,
         text,
         reply_to,
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query!(
-        r#"INSERT INTO posts.author_heads AS h (author_id, last_post_at, last_root_post_at)
-           VALUES ($1, $2::timestamptz, CASE WHEN $3 THEN NULL ELSE $2::timestamptz END)
-           ON CONFLICT (author_id) DO UPDATE SET
-               last_post_at = GREATEST(h.last_post_at, EXCLUDED.last_post_at),
-               last_root_post_at = CASE WHEN $3 THEN h.last_root_post_at
-                                        ELSE GREATEST(h.last_root_post_at, EXCLUDED.last_post_at) END"#,
-        author,
-        post.created_at,
-        reply_to.is_some(),
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(post))
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// One post.

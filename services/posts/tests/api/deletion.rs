@@ -220,13 +220,15 @@ async fn once_the_deletion_has_arrived_the_accounts_token_can_write_nothing() {
             let mut statuses = Vec::new();
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let response = client
+                // Writers with a key take the account's lock with the key's (one statement).
+                let mut request = client
                     .post(format!("{base}/v1/posts"))
                     .bearer_auth(&token)
-                    .json(&json!({"text": format!("w{writer}-{i}")}))
-                    .send()
-                    .await
-                    .unwrap();
+                    .json(&json!({"text": format!("w{writer}-{i}")}));
+                if writer % 2 == 1 {
+                    request = request.header("idempotency-key", format!("w{writer}-{i}"));
+                }
+                let response = request.send().await.unwrap();
                 statuses.push(response.status());
                 i += 1;
             }
@@ -273,6 +275,16 @@ async fn once_the_deletion_has_arrived_the_accounts_token_can_write_nothing() {
         )
         .await;
     expect_problem(post, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let keyed = app
+        .client
+        .post(format!("{}/v1/posts", app.address))
+        .bearer_auth(&leaving.token)
+        .header("idempotency-key", "back-with-a-key")
+        .json(&json!({"text": "back?"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(keyed, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let like = app
         .request(Method::PUT, &like_path, Some(&leaving.token), None)
         .await;

@@ -118,3 +118,45 @@ async fn malformed_keys_are_refused() {
         assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
     }
 }
+
+#[tokio::test]
+async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
+    let app = spawn_app().await;
+    let leaving = app.register("leaving").await;
+    // The deletion's transaction, as `store::accounts::forget` opens it.
+    let mut deletion = app.admin_pool.begin().await.unwrap();
+    common::db::lock_account(&mut deletion, leaving.id, common::db::AccountLock::Delete)
+        .await
+        .unwrap();
+    let create = tokio::spawn({
+        let (client, address, token) = (
+            app.client.clone(),
+            app.address.clone(),
+            leaving.token.clone(),
+        );
+        async move {
+            client
+                .post(format!("{address}/v1/posts"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "written-while-leaving")
+                .json(&json!({"text": "last words"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !create.is_finished(),
+        "a keyed write takes the account's lock, so it waits for the deletion"
+    );
+    sqlx::query("INSERT INTO posts.departed_accounts (account_id) VALUES ($1)")
+        .bind(leaving.id)
+        .execute(&mut *deletion)
+        .await
+        .unwrap();
+    deletion.commit().await.unwrap();
+    let refused = create.await.unwrap();
+    expect_problem(refused, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_eq!(count_posts(&app).await, 0, "nothing was written");
+}

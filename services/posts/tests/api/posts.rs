@@ -283,6 +283,34 @@ async fn replies_are_counted_on_their_parent_and_uncounted_when_deleted() {
     let parent = app.post(&alice, "question").await;
     let reply = app.reply(&bob, &parent, "answer").await;
     assert_eq!(reply["reply_to"], parent["id"]);
+    // The feed's heads: a reply moves its author's newest post, not their newest root post.
+    let topic = app.post(&alice, "another question").await;
+    let bobs_root = app.post(&bob, "a post of my own").await;
+    let bobs_reply = app.reply(&bob, &topic, "and another answer").await;
+    let at = |post: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(post["created_at"].as_str().unwrap()).unwrap()
+    };
+    let head: (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT last_post_at, last_root_post_at FROM posts.author_heads WHERE author_id = $1",
+    )
+    .bind(bob.id)
+    .fetch_one(&app.admin_pool)
+    .await
+    .unwrap();
+    assert_eq!(head.0, at(&bobs_reply));
+    assert_eq!(head.1, Some(at(&bobs_root).into()));
+    let replier_only = app.register("carol").await;
+    app.reply(&replier_only, &topic, "only replies").await;
+    let (roots,): (Option<chrono::DateTime<chrono::Utc>>,) =
+        sqlx::query_as("SELECT last_root_post_at FROM posts.author_heads WHERE author_id = $1")
+            .bind(replier_only.id)
+            .fetch_one(&app.admin_pool)
+            .await
+            .unwrap();
+    assert_eq!(roots, None, "no root post, no root head");
     let path = format!("/v1/posts/{}", parent["id"].as_str().unwrap());
     assert_eq!(
         expect_json(app.get(&path, None).await, StatusCode::OK).await["reply_count"],
