@@ -159,3 +159,53 @@ async fn a_deletion_made_while_messaging_is_down_is_applied_once_it_is_back() {
         "nothing new was stored"
     );
 }
+
+#[tokio::test]
+async fn a_send_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
+    let app = spawn_app().await;
+    let leaving = app.register("leaving").await;
+    let staying = app.register("staying").await;
+    let conversation = app.conversation(&staying, &[&leaving]).await;
+    app.send(&leaving, &conversation, "before").await;
+    // The deletion's transaction, as `store::accounts::depart`'s caller opens it.
+    let mut deletion = app.admin_pool.begin().await.unwrap();
+    common::db::lock_account(&mut deletion, leaving.id, common::db::AccountLock::Delete)
+        .await
+        .unwrap();
+    let send = tokio::spawn({
+        let (client, address, token) = (
+            app.client.clone(),
+            app.address.clone(),
+            leaving.token.clone(),
+        );
+        let path = format!("/v1/conversations/{conversation}/messages");
+        async move {
+            client
+                .post(format!("{address}{path}"))
+                .bearer_auth(&token)
+                .json(&json!({"body": "while leaving"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !send.is_finished(),
+        "a send takes its account's lock, so it waits for the deletion"
+    );
+    sqlx::query("INSERT INTO messaging.departed_accounts (account_id) VALUES ($1)")
+        .bind(leaving.id)
+        .execute(&mut *deletion)
+        .await
+        .unwrap();
+    deletion.commit().await.unwrap();
+    let refused = send.await.unwrap();
+    expect_problem(refused, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let sent = "SELECT count(*) FROM messaging.messages WHERE sender_id = $1";
+    assert_eq!(
+        count(&app.admin_pool, sent, leaving.id).await,
+        1,
+        "only the first"
+    );
+}
