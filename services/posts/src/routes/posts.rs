@@ -103,11 +103,11 @@ pub async fn create(
     let mut tx = state.db.begin().await?;
     // With a key, the account's lock and the key's are taken in one round trip, and the
     // departure and the stored outcome read in one more.
-    let departed = Problem::unauthenticated("the account no longer exists");
+    let departed = || Problem::unauthenticated("the account no longer exists");
     match &key {
         None => {
             if !accounts::hold_for_write(&mut tx, user.id).await? {
-                return Err(departed.into());
+                return Err(departed().into());
             }
         }
         Some(key) => {
@@ -116,7 +116,7 @@ pub async fn create(
             }
             let found = idempotency::find(&mut tx, user.id, key.as_str()).await?;
             if !found.present {
-                return Err(departed.into());
+                return Err(departed().into());
             }
             if let Some(stored) = found.stored {
                 if stored.request_hash != request_hash {
