@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+mod statements;
+pub use statements::StatementPool;
+
 /// How a service connects to PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -22,6 +25,9 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// `DATABASE_MAX_CONNECTIONS` (default 10): this replica's share of the connection budget.
     pub max_connections: u32,
+    /// `DATABASE_STATEMENT_CONNECTIONS` (default 10): the size of a [`StatementPool`], for the
+    /// services that keep one beside their pool.
+    pub statement_connections: u32,
     /// `DATABASE_ACQUIRE_TIMEOUT_MS` (default 3000): longest wait for a pooled connection.
     pub acquire_timeout: Duration,
     /// `DATABASE_STATEMENT_TIMEOUT_MS` (default 5000): longest a statement may run.
@@ -34,6 +40,7 @@ impl DatabaseSettings {
         let settings = Self {
             url: env.secret("DATABASE_URL", default_url),
             max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            statement_connections: env.parse("DATABASE_STATEMENT_CONNECTIONS", 10)?,
             acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 3000)?,
             statement_timeout: env.millis("DATABASE_STATEMENT_TIMEOUT_MS", 5000)?,
         };

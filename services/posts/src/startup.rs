@@ -6,6 +6,7 @@ use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
+use common::db::StatementPool;
 use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
 use common::users_client::UsersClient;
@@ -19,6 +20,9 @@ use utoipa_actix_web::AppExt;
 pub struct AppState {
     /// The `posts_svc` pool.
     pub db: PgPool,
+    /// Connections of the same role for the hot reads, which run outside a transaction and
+    /// are taken back without a round trip (docs/adr/0023).
+    pub statements: StatementPool,
     /// Users, as the users service and the cache know them.
     pub directory: Directory,
     /// Request quotas, counted in Redis.
@@ -88,8 +92,15 @@ impl Application {
             infra.metrics.clone().into_inner(),
         );
         let prefetch = web::Data::new(directory.prefetch());
+        let statements = StatementPool::new(
+            infra.db.connect_options().as_ref().clone(),
+            base.database.statement_connections,
+            base.database.acquire_timeout,
+        );
+        infra.metrics.register(statements.collector()?)?;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
+            statements,
             directory,
             limiter: infra.limiter.clone(),
             post_create: settings.post_create,

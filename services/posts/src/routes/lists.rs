@@ -119,11 +119,19 @@ pub async fn replies(
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
     let request = query.parse::<PostPosition>()?;
-    posts::by_id(&state.db, *id, None)
+    let after = request.after.as_ref().map(|p| (p.t, p.id));
+    let rows = state
+        .statements
+        .run(async |db| {
+            if posts::by_id(&mut *db, *id, None).await?.is_none() {
+                return Ok(None);
+            }
+            posts::replies(db, *id, after, request.fetch_limit())
+                .await
+                .map(Some)
+        })
         .await?
         .ok_or(PostsError::NotFound)?;
-    let after = request.after.as_ref().map(|p| (p.t, p.id));
-    let rows = posts::replies(&state.db, *id, after, request.fetch_limit()).await?;
     let page = page_of(&state, rows, &request, viewer.0.map(|u| u.id), &req).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -160,15 +168,20 @@ pub async fn timeline(
     let before = start_of(&request, query.before);
     let exclude_replies = query.exclude_replies.unwrap_or(false);
     let viewer = viewer.0.map(|u| u.id);
-    let rows = posts::timeline(
-        &state.db,
-        *id,
-        before,
-        exclude_replies,
-        request.fetch_limit(),
-        viewer,
-    )
-    .await?;
+    let rows = state
+        .statements
+        .run(async |db| {
+            posts::timeline(
+                db,
+                *id,
+                before,
+                exclude_replies,
+                request.fetch_limit(),
+                viewer,
+            )
+            .await
+        })
+        .await?;
     let page = page_of(&state, rows, &request, viewer, &req).await?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -213,15 +226,13 @@ pub async fn feed(
     }
     let before = start_of(&request, query.before);
     let exclude_replies = query.exclude_replies.unwrap_or(false);
-    let rows = feed_store::page(
-        &state.db,
-        &authors,
-        before,
-        exclude_replies,
-        request.fetch_limit(),
-        user.id,
-    )
-    .await?;
+    let rows = state
+        .statements
+        .run(async |db| {
+            let limit = request.fetch_limit();
+            feed_store::page(db, &authors, before, exclude_replies, limit, user.id).await
+        })
+        .await?;
     let page = page_of(&state, rows, &request, Some(user.id), &req).await?;
     let mut response = HttpResponse::Ok();
     if followees.stale {

@@ -159,7 +159,9 @@ pub async fn show(
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
     let viewer = viewer.0.map(|u| u.id);
-    let row = posts::by_id(&state.db, *id, viewer)
+    let row = state
+        .statements
+        .run(async |db| posts::by_id(db, *id, viewer).await)
         .await?
         .ok_or(PostsError::NotFound)?;
     let view = views::render(&state, vec![row], viewer, &call_context_of(&req)).await?;

@@ -14,7 +14,7 @@
 //! pruning, never the result.
 
 use super::posts::{Position, PostRow};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// How many heads [`recent`] walks for a reader with `followees` followees. The fewer one
@@ -30,7 +30,7 @@ pub fn walk_for(followees: usize) -> i64 {
 /// each: [`recent`] when it can answer, else [`pruned`].
 #[tracing::instrument(skip_all, fields(authors = authors.len(), limit, path), err)]
 pub async fn page(
-    db: &PgPool,
+    db: &mut PgConnection,
     authors: &[Uuid],
     before: Position,
     exclude_replies: bool,
@@ -38,7 +38,17 @@ pub async fn page(
     reader: Uuid,
 ) -> Result<Vec<PostRow>, sqlx::Error> {
     let walk = walk_for(authors.len());
-    if let Some(rows) = recent(db, authors, before, exclude_replies, limit, walk, reader).await? {
+    if let Some(rows) = recent(
+        &mut *db,
+        authors,
+        before,
+        exclude_replies,
+        limit,
+        walk,
+        reader,
+    )
+    .await?
+    {
         tracing::Span::current().record("path", "recent");
         return Ok(rows);
     }

@@ -332,7 +332,8 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
             );
             for _page in 0..15 {
                 use posts::store::feed;
-                let got = feed::page(pool, followees, before, exclude_replies, 7, reader)
+                let mut conn = pool.acquire().await.unwrap();
+                let got = feed::page(&mut conn, followees, before, exclude_replies, 7, reader)
                     .await
                     .unwrap();
                 let pruned = feed::pruned(pool, followees, before, exclude_replies, 7, reader)
@@ -430,9 +431,16 @@ async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor(
         .await
         .unwrap();
     assert!(walked.is_none(), "{walked:?}");
-    let page = feed::page(pool, &followees, top, false, 2, Uuid::nil())
-        .await
-        .unwrap();
+    let page = feed::page(
+        &mut pool.acquire().await.unwrap(),
+        &followees,
+        top,
+        false,
+        2,
+        Uuid::nil(),
+    )
+    .await
+    .unwrap();
     assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
     // Every head walked: exact again.
     let all = feed::recent(pool, &followees, top, false, 2, 10, Uuid::nil())
