@@ -77,9 +77,10 @@ impl StatementPool {
     /// Runs `op` on a connection of the pool.
     ///
     /// The connection goes back to the pool when `op` completed, with a value or with an error
-    /// that ended only the statement (not the session: FATAL), and left nothing open or queued (a transaction begun with sqlx and
-    /// dropped uncommitted queues its ROLLBACK); otherwise it is closed. So `op` may run any
-    /// statements, but a transaction it begins should be committed or rolled back within it.
+    /// that ended only the statement (not the session: FATAL), and left nothing open or
+    /// queued (a transaction begun with sqlx and dropped uncommitted queues its ROLLBACK);
+    /// otherwise it is closed. So `op` may run any statements, but a transaction it begins
+    /// should be committed or rolled back within it.
     pub async fn run<T>(
         &self,
         op: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
