@@ -6,12 +6,14 @@
 //!   one lookup per followee) and keeps the followees among them. Their newest posts give a
 //!   floor under which no post can reach the page; if the floor is above every head the walk
 //!   did not reach, no unwalked followee can have a post on the page, and the page is read from
-//!   the walked followees alone. Otherwise it answers `None`.
+//!   the walked followees alone. Otherwise it answers `None`. A head before the cursor stands
+//!   in for its author's newest post, so the first page costs no probe at all; because a head
+//!   may be stale, such a floor counts only if `limit` posts reach it.
 //! - [`pruned`] looks up every followee's head (docs/adr/0008-home-feed.md): exact for any page,
 //!   and what a reader whose followees post rarely, or a page far back in time, costs.
 //!
 //! Heads may be later than the newest surviving post (deletions): that only weakens the
-//! pruning, never the result.
+//! pruning (or, in [`recent`], makes it decline), never the result.
 
 use super::posts::{Position, PostRow};
 use sqlx::{PgConnection, PgExecutor};
@@ -84,21 +86,29 @@ pub async fn recent(
                FROM walked w
                JOIN unnest($1::uuid[]) AS f(author_id) ON f.author_id = w.author_id
            ),
+           -- The floor: the oldest of the newest post of each of the `limit` followees with the
+           -- latest bounds. A head before the cursor is that post's time (or later, after a
+           -- deletion: checked below); a head at or after the cursor says nothing, so only those
+           -- authors are probed.
            probe AS (
-               SELECT newest.created_at
-               FROM (SELECT author_id FROM followed WHERE bound IS NOT NULL ORDER BY bound DESC LIMIT $5) top
-               CROSS JOIN LATERAL (
+               SELECT CASE WHEN top.clipped THEN newest.created_at ELSE top.bound END AS created_at
+               FROM (
+                   SELECT author_id, bound, bound = $2::timestamptz AS clipped
+                   FROM followed WHERE bound IS NOT NULL ORDER BY bound DESC LIMIT $5
+               ) top
+               LEFT JOIN LATERAL (
                    SELECT p.created_at FROM posts.posts p
-                   WHERE p.author_id = top.author_id
+                   WHERE top.clipped
+                     AND p.author_id = top.author_id
                      AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
                      AND (NOT $4 OR p.reply_to IS NULL)
                    ORDER BY p.created_at DESC, p.id DESC
                    LIMIT 1
-               ) newest
+               ) newest ON true
            ),
            floor AS (
-               SELECT CASE WHEN count(*) >= $5 THEN min(created_at) ELSE '-infinity'::timestamptz END AS at,
-                      count(*) >= $5 AS full
+               SELECT CASE WHEN count(created_at) >= $5 THEN min(created_at) ELSE '-infinity'::timestamptz END AS at,
+                      count(created_at) >= $5 AS full
                FROM probe
            ),
            exact AS (
@@ -131,6 +141,9 @@ pub async fn recent(
                   EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = page.id AND l.user_id = $7)
                       AS "liked_by_me?"
            FROM page
+           -- A floor from a stale head (later than its author's newest post) may be too high:
+           -- then fewer than `limit` posts reach it, and the page is not proven.
+           WHERE NOT (SELECT f.full FROM floor f) OR (SELECT count(*) FROM page) >= $5
            ORDER BY page.created_at DESC, page.id DESC"#,
         authors,
         before.0,

@@ -383,11 +383,12 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     );
 }
 
-/// The walk over recent heads must not trust a floor that falls below the heads it did not
-/// walk: here a followee's head is stale (its newest post was deleted), so the floor drops to
-/// an old post while a followee the walk never reached has a newer one.
+/// A followee's head is stale (its newest post was deleted). The walk over recent heads must
+/// not trust a floor that falls below the heads it did not walk (from a cursor, the probe finds
+/// the old post while a followee the walk never reached has a newer one), nor a floor the stale
+/// head itself raised (on the first page, where heads stand in for the newest posts).
 #[tokio::test]
-async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor() {
+async fn the_walk_over_recent_heads_declines_when_a_stale_head_misplaces_the_floor() {
     let app = spawn_app().await;
     let pool = &app.admin_pool;
     let t = |minute: i64| {
@@ -425,8 +426,16 @@ async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor(
     );
     let expected = vec![ids[&active], ids[&quiet]];
     use posts::store::feed;
-    // Three heads walked (stale, active, stranger): the floor (minute 10) is below the last
-    // walked head (minute 98), so `quiet` could still be on the page.
+    // From a cursor at `stale`'s head, three heads walked (stale, active, stranger): `stale` is
+    // probed, the floor (minute 10) is below the last walked head (minute 98), so `quiet`
+    // could still be on the page.
+    let cursor = (t(100), Uuid::max());
+    let walked = feed::recent(pool, &followees, cursor, false, 2, 3, Uuid::nil())
+        .await
+        .unwrap();
+    assert!(walked.is_none(), "{walked:?}");
+    // From the top, the heads set the floor (minute 99, above the last walked head), but only
+    // one post reaches it.
     let walked = feed::recent(pool, &followees, top, false, 2, 3, Uuid::nil())
         .await
         .unwrap();
@@ -442,12 +451,20 @@ async fn the_walk_over_recent_heads_declines_when_a_stale_head_lowers_the_floor(
     .await
     .unwrap();
     assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
-    // Every head walked: exact again.
+    // Every head walked, but the first page takes its floor from the heads: `stale`'s head
+    // (minute 100) and `active`'s (99) put it at minute 99, where only one post lies. A page
+    // short of its limit is not proven: the walk declines and the fallback answers.
     let all = feed::recent(pool, &followees, top, false, 2, 10, Uuid::nil())
+        .await
+        .unwrap();
+    assert!(all.is_none(), "{all:?}");
+    // From the cursor, `stale` is probed instead: its real newest post (minute 10) sets the
+    // floor, and with every head walked the walk answers.
+    let probed = feed::recent(pool, &followees, cursor, false, 2, 10, Uuid::nil())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
+    assert_eq!(probed.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
 }
 
 #[tokio::test]
