@@ -8,6 +8,11 @@
 //! the replica count but neither fails open nor refuses everyone. Each fallback is counted in
 //! `rate_limit_fallback_total{quota}`.
 //!
+//! The two quotas every request counts against (per account and per address) do not wait for
+//! Redis on every request: a subject's first request in a window is counted there, later ones
+//! are counted in this process while far from the limit and added to Redis by a flush every
+//! `RATE_LIMIT_FLUSH_MS` ([`RateLimiter::admit`], docs/adr/0024).
+//!
 //! A refused request is a 429 problem with `Retry-After` and the IETF draft's `RateLimit` and
 //! `RateLimit-Policy` headers. See docs/adr/0012-rate-limits.md.
 
@@ -26,6 +31,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+mod tallies;
+use tallies::{Admission, Tallies};
 
 /// At most `limit` requests per `window` for one subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,9 @@ pub struct RateLimitSettings {
     /// `X-Forwarded-For`. With 0 the peer address is the client's; with n the n-th address from
     /// the right is. Trusting more hops than there are lets clients choose their own IP.
     pub trusted_proxy_hops: usize,
+    /// `RATE_LIMIT_FLUSH_MS` (default 100): how often the per-request counts kept in this
+    /// process are added to Redis, which answers with what every replica counted.
+    pub flush_every: Duration,
 }
 
 impl RateLimitSettings {
@@ -95,6 +106,7 @@ impl RateLimitSettings {
             account: env.parse("RATE_LIMIT_ACCOUNT", Quota::per_seconds(300, 300))?,
             anonymous: env.parse("RATE_LIMIT_ANONYMOUS", Quota::per_seconds(300, 300))?,
             trusted_proxy_hops: env.parse("TRUSTED_PROXY_HOPS", 0)?,
+            flush_every: env.millis("RATE_LIMIT_FLUSH_MS", 100)?,
         })
     }
 }
@@ -112,6 +124,21 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
+impl Decision {
+    /// The decision for the `count`-th request of a window that ends in `ttl`.
+    fn of(quota: Quota, count: u64, ttl: Duration) -> Self {
+        Self {
+            allowed: count <= u64::from(quota.limit),
+            limit: quota.limit,
+            remaining: u32::try_from(u64::from(quota.limit).saturating_sub(count)).unwrap_or(0),
+            reset_secs: ttl.as_secs().max(1),
+        }
+    }
+}
+
+/// The values of the keys a check read, in order (`None` for a missing key).
+type Values = Vec<Option<Vec<u8>>>;
+
 /// Counts requests against quotas; registered once per service as `web::Data<RateLimiter>`.
 pub struct RateLimiter {
     redis: crate::redis::Pool,
@@ -119,6 +146,9 @@ pub struct RateLimiter {
     prefix: String,
     settings: RateLimitSettings,
     local: Mutex<HashMap<String, LocalWindow>>,
+    /// The per-request quotas' counts between flushes; `None` outside a Tokio runtime, where
+    /// no flush could run and every request is counted in Redis.
+    tallies: Option<Arc<Tallies>>,
     fallbacks: IntCounterVec,
     refused: IntCounterVec,
 }
@@ -142,6 +172,8 @@ impl fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// A limiter counting in `redis` under `key_prefix`, registering its counters in `metrics`.
+    /// Inside a Tokio runtime it starts the flush of [`admit`](Self::admit)'s counts, which ends
+    /// with the limiter.
     pub fn new(
         redis: crate::redis::Pool,
         timeout: Duration,
@@ -162,12 +194,23 @@ impl RateLimiter {
         )?;
         metrics.register(Box::new(fallbacks.clone()))?;
         metrics.register(Box::new(refused.clone()))?;
+        let tallies = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let tallies = Arc::new(Tallies::default());
+            runtime.spawn(flush_every(
+                settings.flush_every,
+                Arc::downgrade(&tallies),
+                redis.clone(),
+                timeout,
+            ));
+            tallies
+        });
         Ok(Self {
             redis,
             timeout,
             prefix: format!("{key_prefix}rl:"),
             settings,
             local: Mutex::new(HashMap::new()),
+            tallies,
             fallbacks,
             refused,
         })
@@ -192,24 +235,99 @@ impl RateLimiter {
         quota: Quota,
         subject: &str,
         keys: &[String],
-    ) -> (Decision, Option<Vec<Option<Vec<u8>>>>) {
+    ) -> (Decision, Option<Values>) {
         let key = format!("{}{name}:{subject}", self.prefix);
-        let (count, ttl, values) = match self.count_in_redis(&key, quota, keys).await {
+        let (count, ttl, values) = match self.count_in_redis(&key, quota, 1, keys).await {
             Ok(counted) => counted,
             Err(e) => {
-                tracing::warn!(error = %e, quota = name, "rate limit counted in-process");
-                self.fallbacks.with_label_values(&[name]).inc();
+                self.fell_back(name, &e);
                 let (count, ttl) = self.count_locally(key, quota);
                 (count, ttl, None)
             }
         };
-        let decision = Decision {
-            allowed: count <= u64::from(quota.limit),
-            limit: quota.limit,
-            remaining: u32::try_from(u64::from(quota.limit).saturating_sub(count)).unwrap_or(0),
-            reset_secs: ttl.as_secs().max(1),
+        (Decision::of(quota, count, ttl), values)
+    }
+
+    fn fell_back(&self, name: &str, error: &anyhow::Error) {
+        tracing::warn!(error = %error, quota = name, "rate limit counted in-process");
+        self.fallbacks.with_label_values(&[name]).inc();
+    }
+
+    /// Counts one request of `subject` against a quota every request counts against, reads
+    /// `keys` (as [`check_and_read`](Self::check_and_read) does) and refuses with the 429
+    /// problem. Unlike a check, a request of a subject this process has counted in this window,
+    /// far from the limit, is counted here and added to Redis by the next flush: it waits for
+    /// Redis only when it has keys to read.
+    pub async fn admit(
+        &self,
+        name: &str,
+        quota: Quota,
+        subject: &str,
+        keys: &[String],
+    ) -> Result<Option<Values>, Problem> {
+        let Some(tallies) = &self.tallies else {
+            return self.enforce_and_read(name, quota, subject, keys).await;
         };
-        (decision, values)
+        let key = format!("{}{name}:{subject}", self.prefix);
+        let (decision, values) = match tallies.admit(&key, quota, Instant::now()) {
+            Admission::Counted(decision) => {
+                if tallies.failing() {
+                    self.fallbacks.with_label_values(&[name]).inc();
+                }
+                let values = if decision.allowed && !keys.is_empty() {
+                    self.read(keys).await
+                } else {
+                    None
+                };
+                (decision, values)
+            }
+            Admission::Ask { generation, taken } => {
+                let answer = self.count_in_redis(&key, quota, taken + 1, keys).await;
+                let (counted, values) = match answer {
+                    Ok((count, ttl, values)) => (Ok((count, ttl)), values),
+                    Err(e) => {
+                        self.fell_back(name, &e);
+                        (Err(()), None)
+                    }
+                };
+                let settled =
+                    tallies.settle(&key, quota, (generation, taken), counted, Instant::now());
+                let decision = settled.unwrap_or_else(|| {
+                    let (count, ttl) = self.count_locally(key, quota);
+                    Decision::of(quota, count, ttl)
+                });
+                (decision, values)
+            }
+        };
+        if decision.allowed {
+            return Ok(values);
+        }
+        self.refused.with_label_values(&[name]).inc();
+        Err(too_many_requests(name, quota, &decision))
+    }
+
+    /// The values of `keys`, or `None` when Redis failed.
+    async fn read(&self, keys: &[String]) -> Option<Values> {
+        let read = crate::redis::with_timeout(self.timeout, async {
+            let mut conn = self.redis.get().await?;
+            let values: Values = deadpool_redis::redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut *conn)
+                .await?;
+            anyhow::ensure!(
+                values.len() == keys.len(),
+                "MGET answered {} values",
+                values.len()
+            );
+            anyhow::Ok(values)
+        });
+        match read.await {
+            Ok(values) => Some(values),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the request's prefetched keys failed");
+                None
+            }
+        }
     }
 
     /// Like [`check`](Self::check), but a refusal is the 429 problem to answer with.
@@ -226,7 +344,7 @@ impl RateLimiter {
         quota: Quota,
         subject: &str,
         keys: &[String],
-    ) -> Result<Option<Vec<Option<Vec<u8>>>>, Problem> {
+    ) -> Result<Option<Values>, Problem> {
         let (decision, values) = self.check_and_read(name, quota, subject, keys).await;
         if decision.allowed {
             return Ok(values);
@@ -235,20 +353,21 @@ impl RateLimiter {
         Err(too_many_requests(name, quota, &decision))
     }
 
-    /// The count and the window's remaining time after this request, and the values of `keys`
-    /// (`None` when there are none to read).
+    /// The count and the window's remaining time after adding `by` requests, and the values of
+    /// `keys` (`None` when there are none to read).
     async fn count_in_redis(
         &self,
         key: &str,
         quota: Quota,
+        by: u64,
         keys: &[String],
-    ) -> anyhow::Result<(u64, Duration, Option<Vec<Option<Vec<u8>>>>)> {
+    ) -> anyhow::Result<(u64, Duration, Option<Values>)> {
         let window_ms = u64::try_from(quota.window.as_millis()).unwrap_or(u64::MAX);
         crate::redis::with_timeout(self.timeout, async {
             let mut conn = self.redis.get().await?;
             let mut pipe = deadpool_redis::redis::pipe();
             pipe.atomic()
-                .incr(key, 1)
+                .incr(key, by)
                 .cmd("PEXPIRE")
                 .arg(key)
                 .arg(window_ms)
@@ -261,7 +380,7 @@ impl RateLimiter {
                 (count, ttl_ms, None)
             } else {
                 pipe.cmd("MGET").arg(keys);
-                let (count, ttl_ms, values): (u64, i64, Vec<Option<Vec<u8>>>) =
+                let (count, ttl_ms, values): (u64, i64, Values) =
                     pipe.query_async(&mut *conn).await?;
                 anyhow::ensure!(
                     values.len() == keys.len(),
@@ -297,6 +416,56 @@ impl RateLimiter {
         }
         window.count = window.count.saturating_add(1);
         (u64::from(window.count), window.ends - now)
+    }
+}
+
+/// Adds the counts [`RateLimiter::admit`] kept in this process to Redis every `period`, until
+/// the limiter is dropped. A failed flush keeps its counts for the next one.
+async fn flush_every(
+    period: Duration,
+    tallies: std::sync::Weak<Tallies>,
+    redis: crate::redis::Pool,
+    timeout: Duration,
+) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(tallies) = tallies.upgrade() else {
+            return;
+        };
+        let sent = tallies.take_pending(Instant::now());
+        for chunk in sent.chunks(tallies::FLUSH_CHUNK) {
+            let added = crate::redis::with_timeout(timeout, async {
+                let mut conn = redis.get().await?;
+                let mut pipe = deadpool_redis::redis::pipe();
+                pipe.atomic();
+                for s in chunk {
+                    let window_ms = u64::try_from(s.quota.window.as_millis()).unwrap_or(u64::MAX);
+                    pipe.incr(&s.key, s.count)
+                        .cmd("PEXPIRE")
+                        .arg(&s.key)
+                        .arg(window_ms)
+                        .arg("NX")
+                        .ignore();
+                }
+                let counts: Vec<u64> = pipe.query_async(&mut *conn).await?;
+                anyhow::ensure!(
+                    counts.len() == chunk.len(),
+                    "INCRBY answered {} counts",
+                    counts.len()
+                );
+                anyhow::Ok(counts)
+            })
+            .await;
+            match added {
+                Ok(counts) => tallies.settle_sent(chunk, Ok(&counts)),
+                Err(e) => {
+                    tracing::warn!(error = %e, subjects = chunk.len(), "request counts kept in-process until the next flush");
+                    tallies.settle_sent(chunk, Err(()));
+                }
+            }
+        }
     }
 }
 
@@ -377,7 +546,7 @@ impl fmt::Debug for Prefetch {
     }
 }
 
-/// What a request's rate-limit round trip read for its handler (see [`Prefetch`]), in the
+/// What the rate-limit middleware read for a request's handler (see [`Prefetch`]), in the
 /// request's extensions. Absent when nothing was asked or Redis failed.
 #[derive(Debug, Clone, Default)]
 pub struct Prefetched(Vec<(String, Option<Vec<u8>>)>);
@@ -423,7 +592,7 @@ pub async fn limit_requests(
                     .unwrap_or_default();
                 let quota = limiter.settings.account;
                 limiter
-                    .enforce_and_read("account", quota, &user.id.to_string(), &keys)
+                    .admit("account", quota, &user.id.to_string(), &keys)
                     .await
                     .map(|values| {
                         values.map(|values| Prefetched(keys.into_iter().zip(values).collect()))
@@ -433,9 +602,9 @@ pub async fn limit_requests(
                 let subject = ip_subject(req.request(), &limiter);
                 let quota = limiter.settings.anonymous;
                 limiter
-                    .enforce("anonymous", quota, &subject)
+                    .admit("anonymous", quota, &subject, &[])
                     .await
-                    .map(|()| None)
+                    .map(|_| None)
             }
         };
         let prefetched = match outcome {

@@ -1,5 +1,5 @@
-//! The rate limiter against a real Redis: counts shared by replicas, windows that end, and the
-//! per-process fallback when Redis is gone.
+//! The rate limiter against a real Redis: counts shared by replicas, windows that end, the
+//! per-request quotas counted between flushes, and the per-process fallback when Redis is gone.
 
 #![expect(
     clippy::unwrap_used,
@@ -12,6 +12,10 @@ use common::redis::RedisSettings;
 use std::time::Duration;
 
 fn limiter(redis_url: &str, prefix: &str) -> (RateLimiter, Metrics) {
+    flushing_every(Duration::from_millis(100), redis_url, prefix)
+}
+
+fn flushing_every(period: Duration, redis_url: &str, prefix: &str) -> (RateLimiter, Metrics) {
     let redis = RedisSettings {
         url: redis_url.to_owned(),
         pool_size: 2,
@@ -22,6 +26,7 @@ fn limiter(redis_url: &str, prefix: &str) -> (RateLimiter, Metrics) {
         account: Quota::per_seconds(300, 300),
         anonymous: Quota::per_seconds(300, 300),
         trusted_proxy_hops: 0,
+        flush_every: period,
     };
     let metrics = Metrics::new().unwrap();
     let limiter = RateLimiter::new(
@@ -37,6 +42,51 @@ fn limiter(redis_url: &str, prefix: &str) -> (RateLimiter, Metrics) {
 
 fn unique_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A connection to the tests' Redis, to look behind the limiter.
+async fn redis() -> common::redis::Connection {
+    let pool = RedisSettings {
+        url: "redis://127.0.0.1:6379".to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_millis(200),
+        key_prefix: String::new(),
+    }
+    .pool()
+    .unwrap();
+    pool.get().await.unwrap()
+}
+
+async fn set_in_redis(key: &str, value: &str) {
+    deadpool_redis::redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut *redis().await)
+        .await
+        .unwrap();
+}
+
+/// The count Redis holds for `subject` under the per-account quota.
+async fn count_in_redis(prefix: &str, subject: &str) -> Option<u64> {
+    deadpool_redis::redis::cmd("GET")
+        .arg(format!("{prefix}rl:account:{subject}"))
+        .query_async(&mut *redis().await)
+        .await
+        .unwrap()
+}
+
+/// Waits up to five seconds for Redis to hold `expected` for `subject`.
+async fn redis_reaches(prefix: &str, subject: &str, expected: u64) {
+    for _ in 0..100 {
+        if count_in_redis(prefix, subject).await == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "Redis holds {:?}, not {expected}",
+        count_in_redis(prefix, subject).await
+    );
 }
 
 #[tokio::test]
@@ -126,21 +176,7 @@ async fn a_count_reads_the_keys_asked_for_in_the_same_round_trip() {
     let (up, _) = limiter("redis://127.0.0.1:6379", &prefix);
     let set = format!("{prefix}set");
     let missing = format!("{prefix}missing");
-    let pool = RedisSettings {
-        url: "redis://127.0.0.1:6379".to_owned(),
-        pool_size: 1,
-        timeout: Duration::from_millis(200),
-        key_prefix: prefix.clone(),
-    }
-    .pool()
-    .unwrap();
-    let mut conn = pool.get().await.unwrap();
-    deadpool_redis::redis::cmd("SET")
-        .arg(&set)
-        .arg("value")
-        .query_async::<()>(&mut *conn)
-        .await
-        .unwrap();
+    set_in_redis(&set, "value").await;
 
     let quota = Quota::per_seconds(2, 60);
     let keys = [set.clone(), missing.clone()];
@@ -157,4 +193,85 @@ async fn a_count_reads_the_keys_asked_for_in_the_same_round_trip() {
     let (decision, values) = down.check_and_read("t", quota, "s", &keys).await;
     assert!(decision.allowed);
     assert_eq!(values, None);
+}
+
+#[tokio::test]
+async fn a_subjects_later_requests_are_counted_in_process_and_reach_redis_with_the_flush() {
+    let prefix = unique_prefix();
+    let (limiter, metrics) =
+        flushing_every(Duration::from_secs(1), "redis://127.0.0.1:6379", &prefix);
+    let quota = Quota::per_seconds(1000, 60);
+    limiter.admit("account", quota, "alice", &[]).await.unwrap();
+    assert_eq!(
+        count_in_redis(&prefix, "alice").await,
+        Some(1),
+        "a subject's first request is counted in Redis"
+    );
+    for _ in 0..5 {
+        limiter.admit("account", quota, "alice", &[]).await.unwrap();
+    }
+    assert_eq!(
+        count_in_redis(&prefix, "alice").await,
+        Some(1),
+        "the next ones wait for the flush"
+    );
+    redis_reaches(&prefix, "alice", 6).await;
+    assert!(!metrics.encode().contains("rate_limit_fallback_total{"));
+}
+
+#[tokio::test]
+async fn replicas_counting_between_flushes_still_stop_at_the_shared_limit() {
+    let prefix = unique_prefix();
+    let (a, _) = limiter("redis://127.0.0.1:6379", &prefix);
+    let (b, _) = limiter("redis://127.0.0.1:6379", &prefix);
+    let quota = Quota::per_seconds(40, 60);
+    for i in 0..40 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica
+            .admit("account", quota, "alice", &[])
+            .await
+            .unwrap_or_else(|p| panic!("request {i} refused: {p:?}"));
+    }
+    for replica in [&a, &b] {
+        let refused = replica.admit("account", quota, "alice", &[]).await;
+        assert_eq!(refused.unwrap_err().status, 429, "the 41st request");
+    }
+    // Every request, the refused ones too, reaches the shared count.
+    redis_reaches(&prefix, "alice", 42).await;
+}
+
+#[tokio::test]
+async fn a_prefetching_request_counted_in_process_still_reads_its_keys() {
+    let prefix = unique_prefix();
+    let (limiter, _) = limiter("redis://127.0.0.1:6379", &prefix);
+    let key = format!("{prefix}version");
+    set_in_redis(&key, "7").await;
+    let quota = Quota::per_seconds(1000, 60);
+    let keys = [key];
+    for _ in 0..3 {
+        let values = limiter.admit("account", quota, "s", &keys).await.unwrap();
+        assert_eq!(values, Some(vec![Some(b"7".to_vec())]));
+    }
+}
+
+#[tokio::test]
+async fn without_redis_the_per_request_quota_is_kept_in_process() {
+    let (limiter, metrics) = limiter("redis://127.0.0.1:1", &unique_prefix());
+    let quota = Quota::per_seconds(3, 60);
+    for _ in 0..3 {
+        limiter.admit("account", quota, "alice", &[]).await.unwrap();
+    }
+    let refused = limiter.admit("account", quota, "alice", &[]).await;
+    assert_eq!(refused.unwrap_err().status, 429, "neither fails open");
+    limiter
+        .admit("account", quota, "bob", &[])
+        .await
+        .expect("nor closed");
+    assert!(
+        metrics
+            .encode()
+            .contains("rate_limit_fallback_total{quota=\"account\"} 5"),
+        "{}",
+        metrics.encode()
+    );
 }

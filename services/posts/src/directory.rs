@@ -250,9 +250,10 @@ impl Directory {
         }
     }
 
-    /// What the rate-limit round trip reads for the routes: the feed's published graph
-    /// version, so that a feed whose followees this process holds needs no Redis round trip
-    /// of its own (docs/adr/0019-followees-in-process.md).
+    /// What the rate-limit middleware reads for the routes: the feed's published graph
+    /// version, read with the request's count when that goes to Redis (ADR 0024), so that a
+    /// feed whose followees this process holds makes one Redis round trip at most
+    /// (docs/adr/0019-followees-in-process.md).
     pub fn prefetch(&self) -> Prefetch {
         let prefix = self.prefix.clone();
         Prefetch::new(move |path, user| match path {
@@ -262,7 +263,7 @@ impl Directory {
     }
 
     /// Every followee of `user`, current as of this call when the users service answers.
-    /// `prefetched` is what the request's rate-limit round trip read, if anything.
+    /// `prefetched` is what the rate-limit middleware read for the request, if anything.
     pub async fn followees(
         &self,
         user: Uuid,
