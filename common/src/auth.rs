@@ -7,6 +7,10 @@
 //! service except the first one that meets a new key. A token whose key this service could not
 //! fetch (the users service is unreachable) is answered 503, not 401: the token may well be
 //! valid, and a client told it is not would sign its user out. See docs/adr/0003-rs256-jwks.md.
+//!
+//! A client sends the same access token with every request for its lifetime, so a token that
+//! verified is remembered by its exact text: its next requests skip the RSA check while it has
+//! not expired and its key is still trusted (docs/adr/0025-verified-tokens-remembered.md).
 
 use crate::config::{ConfigError, Env};
 use crate::problem::Problem;
@@ -17,7 +21,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -29,6 +33,9 @@ const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Largest JWKS document accepted from the users service.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Tokens remembered per generation of [`VerifiedTokens`]: at most twice this many are held.
+const VERIFIED_PER_GENERATION: usize = 5_000;
 
 /// What a token's bearer may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -171,6 +178,55 @@ pub struct TokenVerifier {
     last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
     http: reqwest::Client,
     validation: Validation,
+    verified: VerifiedTokens,
+}
+
+/// Tokens that passed verification, by their exact text, with their claims and the `kid` of the
+/// key that verified them. Any change to a token (a forged signature, other claims) is another
+/// text, which is verified in full. Two generations bound the memory: when the newer one is
+/// full it becomes the older one, and a token found in the older one moves back, so the tokens
+/// in use stay and the rest are forgotten.
+#[derive(Default)]
+struct VerifiedTokens {
+    generations: Mutex<[HashMap<Box<str>, Verified>; 2]>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    claims: Claims,
+    kid: String,
+}
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<Verified> {
+        let mut generations = self
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let [newer, older] = &mut *generations;
+        if let Some(verified) = newer.get(token) {
+            return Some(verified.clone());
+        }
+        let (token, verified) = older.remove_entry(token)?;
+        let found = verified.clone();
+        Self::add(&mut generations, token, verified);
+        Some(found)
+    }
+
+    fn remember(&self, token: &str, verified: Verified) {
+        let mut generations = self
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self::add(&mut generations, token.into(), verified);
+    }
+
+    fn add(generations: &mut [HashMap<Box<str>, Verified>; 2], token: Box<str>, v: Verified) {
+        if generations[0].len() >= VERIFIED_PER_GENERATION {
+            generations[1] = std::mem::take(&mut generations[0]);
+        }
+        generations[0].insert(token, v);
+    }
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -207,6 +263,7 @@ impl TokenVerifier {
             last_fetch: tokio::sync::Mutex::new(None),
             http,
             validation,
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -217,6 +274,15 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its claims, whichever audience it is for.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(verified) = self.verified.get(token) {
+            // What `decode` checks that can change since: expiry (as it checks it, with the
+            // leeway) and whether the key is still trusted. `nbf` passed already.
+            let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+            let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+            if verified.claims.exp >= now.saturating_sub(leeway) && self.has_key(&verified.kid) {
+                return Ok(verified.claims);
+            }
+        }
         let header = decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Invalid(format!(
@@ -247,7 +313,23 @@ impl TokenVerifier {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
             _ => TokenError::Invalid(e.to_string()),
         })?;
+        self.verified.remember(
+            token,
+            Verified {
+                claims: data.claims.clone(),
+                kid,
+            },
+        );
         Ok(data.claims)
+    }
+
+    fn has_key(&self, kid: &str) -> bool {
+        self.static_keys.contains_key(kid)
+            || self
+                .fetched_keys
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains_key(kid)
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {

@@ -1,5 +1,6 @@
 //! The token verifier against a JWKS endpoint whose key set changes under it: key rotation with
-//! no coordinated redeploy, removal of retired keys, and bounded refreshes.
+//! no coordinated redeploy, removal of retired keys, bounded refreshes, and what a remembered
+//! token is still checked for.
 
 #![expect(
     clippy::unwrap_used,
@@ -27,10 +28,15 @@ fn jwk(kid: &str, private_pem: &str) -> Jwk {
 }
 
 fn token(kid: &str, private_pem: &str) -> String {
+    token_expiring_in(60, kid, private_pem)
+}
+
+/// A token whose `exp` is `seconds` from now (in the past when negative).
+fn token_expiring_in(seconds: i64, kid: &str, private_pem: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = json!({
-        "sub": uuid::Uuid::now_v7().to_string(), "iss": "issuer", "aud": "api", "exp": now + 60,
-        "iat": now, "nbf": now, "jti": "j", "role": "user",
+        "sub": uuid::Uuid::now_v7().to_string(), "iss": "issuer", "aud": "api",
+        "exp": now + seconds, "iat": now - 60, "nbf": now - 60, "jti": "j", "role": "user",
     });
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.to_owned());
@@ -262,4 +268,56 @@ async fn a_token_whose_key_could_not_be_fetched_is_answered_unavailable_not_unau
         verifier.verify(&token("forged", SECONDARY)).await,
         Err(TokenError::Invalid(_))
     ));
+}
+
+#[tokio::test]
+async fn a_token_that_verified_is_refused_once_it_expires() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
+    verifier.refresh().await.unwrap();
+    // Expired four seconds ago: still within the five seconds of leeway, for two more seconds.
+    let token = token_expiring_in(-4, "k1", PRIMARY);
+    assert!(verifier.verify(&token).await.is_ok());
+    assert!(
+        verifier.verify(&token).await.is_ok(),
+        "and again, remembered"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(
+        verifier.verify(&token).await,
+        Err(TokenError::Expired)
+    ));
+}
+
+#[tokio::test]
+async fn a_token_that_verified_does_not_vouch_for_another_signature_or_other_claims() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
+    verifier.refresh().await.unwrap();
+    let genuine = token("k1", PRIMARY);
+    let claims = verifier.verify(&genuine).await.unwrap();
+    let (signed, signature) = genuine.rsplit_once('.').unwrap();
+    // The signature of another token by the same key, on these claims.
+    let other_signature = token("k1", PRIMARY).rsplit_once('.').unwrap().1.to_owned();
+    let forged = format!("{signed}.{other_signature}");
+    assert!(matches!(
+        verifier.verify(&forged).await,
+        Err(TokenError::Invalid(_))
+    ));
+    // These claims with another subject, under the genuine signature.
+    let (header, payload) = signed.split_once('.').unwrap();
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&engine.decode(payload).unwrap()).unwrap();
+    body["sub"] = json!(uuid::Uuid::now_v7().to_string());
+    let altered = format!(
+        "{header}.{}.{signature}",
+        engine.encode(serde_json::to_vec(&body).unwrap())
+    );
+    assert!(matches!(
+        verifier.verify(&altered).await,
+        Err(TokenError::Invalid(_))
+    ));
+    assert_eq!(verifier.verify(&genuine).await.unwrap(), claims);
 }
