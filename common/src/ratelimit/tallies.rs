@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// At most this many subjects are tallied; past it (after sweeping ended windows) a new subject
 /// is counted in Redis on every request, as the handlers' quotas are.
-pub(super) const MAX_SUBJECTS: usize = 100_000;
+const MAX_SUBJECTS: usize = 100_000;
 
 /// At most this many subjects' counts go to Redis in one round trip.
 pub(super) const FLUSH_CHUNK: usize = 500;
