@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// At most this many subjects are tallied; past it (after sweeping ended windows) a new subject
-/// is counted in Redis on every request, as the handlers' quotas are.
+/// At most this many subjects are tallied; past it (until a flush sweeps ended windows) a new
+/// subject is counted in Redis on every request, as the handlers' quotas are.
 const MAX_SUBJECTS: usize = 100_000;
 
 /// At most this many subjects' counts go to Redis in one round trip.
@@ -169,9 +169,8 @@ impl Tallies {
                 }
             });
         }
-        if subjects.len() >= MAX_SUBJECTS {
-            subjects.retain(|_, t| t.ends > now);
-        }
+        // Ended windows are swept by each flush (`take_pending`), not here: with the map full of
+        // live subjects, a sweep per new subject would cost every such request a full scan.
         let (settled, pending, ttl) = match answer {
             Ok((count, ttl)) => (count, 0, ttl),
             Err(()) => (0, 1, quota.window),
@@ -363,6 +362,32 @@ mod tests {
         tallies.settle("k", QUOTA, next, redis_says(1), later);
         tallies.settle_sent(&sent, Ok(&[200]));
         assert!(counted(tallies.admit("k", QUOTA, later)).allowed);
+    }
+
+    #[test]
+    fn a_full_tally_counts_new_subjects_in_redis_until_a_flush_sweeps_ended_windows() {
+        let tallies = Tallies::default();
+        let now = Instant::now();
+        let short = Ok((1, Duration::from_secs(1)));
+        for n in 0..MAX_SUBJECTS {
+            let key = format!("s{n}");
+            let first = ask(tallies.admit(&key, QUOTA, now));
+            tallies.settle(&key, QUOTA, first, short, now);
+        }
+        let first = ask(tallies.admit("new", QUOTA, now));
+        let d = tallies
+            .settle("new", QUOTA, first, redis_says(1), now)
+            .unwrap();
+        assert!(d.allowed);
+        assert!(
+            matches!(tallies.admit("new", QUOTA, now), Admission::Ask { .. }),
+            "not tallied: the map is full"
+        );
+        tallies.take_pending(now + Duration::from_secs(2));
+        let later = now + Duration::from_secs(2);
+        let first = ask(tallies.admit("new", QUOTA, later));
+        tallies.settle("new", QUOTA, first, redis_says(2), later);
+        counted(tallies.admit("new", QUOTA, later));
     }
 
     #[test]
