@@ -236,7 +236,7 @@ impl RateLimiter {
         subject: &str,
         keys: &[String],
     ) -> (Decision, Option<Values>) {
-        let key = format!("{}{name}:{subject}", self.prefix);
+        let key = self.key(name, subject);
         let (count, ttl, values) = match self.count_in_redis(&key, quota, 1, keys).await {
             Ok(counted) => counted,
             Err(e) => {
@@ -246,6 +246,11 @@ impl RateLimiter {
             }
         };
         (Decision::of(quota, count, ttl), values)
+    }
+
+    /// The Redis key of `subject`'s count under the quota `name`, whichever way it is counted.
+    fn key(&self, name: &str, subject: &str) -> String {
+        format!("{}{name}:{subject}", self.prefix)
     }
 
     fn fell_back(&self, name: &str, error: &anyhow::Error) {
@@ -268,7 +273,7 @@ impl RateLimiter {
         let Some(tallies) = &self.tallies else {
             return self.enforce_and_read(name, quota, subject, keys).await;
         };
-        let key = format!("{}{name}:{subject}", self.prefix);
+        let key = self.key(name, subject);
         let (decision, values) = match tallies.admit(&key, quota, Instant::now()) {
             Admission::Counted(decision) => {
                 if tallies.failing() {
