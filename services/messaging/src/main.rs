@@ -2,8 +2,7 @@
 
 use messaging::{Application, Settings};
 
-// glibc's malloc was about a tenth of posts' CPU serving the feed: a page at 1,000 followees
-// builds several 16–32 KB buffers, which take its slow path. See the workspace Cargo.toml.
+// Why mimalloc, and what it was measured to save: docs/adr/0026-allocation-on-the-hot-path.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
