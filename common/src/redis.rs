@@ -183,6 +183,41 @@ where
     }
 }
 
+/// Publishes `payload` on `channel` through the pool, within `timeout`.
+pub async fn publish(
+    pool: &Pool,
+    timeout: Duration,
+    channel: &str,
+    payload: &str,
+) -> anyhow::Result<()> {
+    with_timeout(timeout, async {
+        let mut conn = pool.get().await?;
+        let _: i64 = deadpool_redis::redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut *conn)
+            .await?;
+        anyhow::Ok(())
+    })
+    .await
+}
+
+/// How long connecting for a subscription, and then subscribing, may each take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The messages published on `channel` from the moment Redis confirmed the subscription, over a
+/// connection of their own (a subscribed connection cannot serve the pool). The stream ends
+/// when that connection does.
+pub async fn subscribe(
+    url: &str,
+    channel: &str,
+) -> anyhow::Result<impl futures_util::Stream<Item = deadpool_redis::redis::Msg> + use<>> {
+    let client = deadpool_redis::redis::Client::open(url)?;
+    let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub()).await??;
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, pubsub.subscribe(channel)).await??;
+    Ok(pubsub.into_on_message())
+}
+
 /// Checks that Redis answers PING within `timeout`.
 pub async fn ping(pool: &Pool, timeout: Duration) -> bool {
     let check = async {

@@ -186,15 +186,24 @@ pub mod redis {
     use common::redis::deadpool_redis::redis;
     use std::time::Duration;
 
-    fn pool() -> Pool {
+    fn pool_at(url: &str, timeout: Duration) -> Pool {
         RedisSettings {
-            url: "redis://127.0.0.1:6379".to_owned(),
+            url: url.to_owned(),
             pool_size: 1,
-            timeout: Duration::from_secs(2),
+            timeout,
             key_prefix: String::new(),
         }
         .pool()
         .expect("a Redis pool")
+    }
+
+    fn pool() -> Pool {
+        pool_at("redis://127.0.0.1:6379", Duration::from_secs(2))
+    }
+
+    /// A pool whose every command fails within 50 ms: nothing listens where it points.
+    pub fn unreachable_pool() -> Pool {
+        pool_at("redis://127.0.0.1:1", Duration::from_millis(50))
     }
 
     /// The value at `key`.

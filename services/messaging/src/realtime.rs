@@ -8,8 +8,7 @@
 //! See docs/adr/0011-real-time-delivery.md.
 
 use common::metrics::Metrics;
-use common::redis::deadpool_redis::redis;
-use common::redis::with_timeout;
+use common::redis::{publish, subscribe};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -132,16 +131,7 @@ impl Hub {
             Ok(payload) => payload,
             Err(e) => return tracing::error!(error = %e, "event not serialisable"),
         };
-        let op = async {
-            let mut conn = self.redis.get().await?;
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(&payload)
-                .query_async(&mut *conn)
-                .await?;
-            anyhow::Ok(())
-        };
-        if let Err(e) = with_timeout(self.redis_timeout, op).await {
+        if let Err(e) = publish(&self.redis, self.redis_timeout, &self.channel, &payload).await {
             self.metrics
                 .redis_errors
                 .with_label_values(&["publish"])
@@ -169,12 +159,8 @@ impl Hub {
     }
 
     async fn subscribe_once(&self, redis_url: &str) -> anyhow::Result<()> {
-        let client = redis::Client::open(redis_url)?;
-        let mut pubsub =
-            tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await??;
-        pubsub.subscribe(&self.channel).await?;
+        let mut messages = subscribe(redis_url, &self.channel).await?;
         tracing::info!(channel = %self.channel, "subscribed to events");
-        let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             let payload: String = match message.get_payload() {
                 Ok(payload) => payload,
@@ -201,14 +187,7 @@ mod tests {
     use super::*;
 
     fn hub(queue: usize) -> Arc<Hub> {
-        let pool = common::redis::RedisSettings {
-            url: "redis://127.0.0.1:1".into(),
-            pool_size: 1,
-            timeout: Duration::from_millis(50),
-            key_prefix: String::new(),
-        }
-        .pool()
-        .unwrap();
+        let pool = test_support::redis::unreachable_pool();
         Hub::new(
             pool,
             "t:",
