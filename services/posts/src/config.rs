@@ -22,6 +22,11 @@ pub struct Settings {
     /// `FOLLOWEES_CACHE_TTL_SECS` (default 3600): how long a followee list is kept to stand in
     /// while the users service is down (it is revalidated on every read while it is up).
     pub followees_cache_ttl: Duration,
+    /// `POST_CACHE_TTL_SECS` (default 30; 0 keeps none): how long each process keeps a post
+    /// read by a reader who is not signed in. Changes drop it at once on every process; this
+    /// bounds only what a change whose publish failed leaves stale
+    /// (docs/adr/0027-posts-in-process.md).
+    pub post_cache_ttl: Duration,
     /// `SERVICE_CLIENT_ID` / `SERVICE_CLIENT_SECRET`: this service's credentials for the users
     /// service's internal endpoints (moderation reports).
     pub credentials: ServiceCredentials,
@@ -45,6 +50,7 @@ impl Settings {
             users: UsersClientSettings::from_env(env)?,
             author_cache_ttl: env.seconds("AUTHOR_CACHE_TTL_SECS", 60)?,
             followees_cache_ttl: env.seconds("FOLLOWEES_CACHE_TTL_SECS", 3600)?,
+            post_cache_ttl: env.seconds("POST_CACHE_TTL_SECS", 30)?,
             credentials: ServiceCredentials {
                 client_id: env.string("SERVICE_CLIENT_ID", "posts"),
                 client_secret: env.secret("SERVICE_CLIENT_SECRET", "posts-dev-secret"),

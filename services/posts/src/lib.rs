@@ -9,6 +9,7 @@ pub mod config;
 pub mod directory;
 pub mod domain;
 pub mod error;
+pub mod hot_posts;
 pub mod routes;
 pub mod startup;
 pub mod store;

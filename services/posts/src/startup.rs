@@ -2,6 +2,7 @@
 
 use crate::config::Settings;
 use crate::directory::Directory;
+use crate::hot_posts::HotPosts;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -25,6 +26,9 @@ pub struct AppState {
     pub statements: StatementPool,
     /// Users, as the users service and the cache know them.
     pub directory: Directory,
+    /// Posts as readers who are not signed in see them, kept until a change is heard
+    /// (docs/adr/0027-posts-in-process.md).
+    pub hot_posts: Arc<HotPosts>,
     /// Request quotas, counted in Redis.
     pub limiter: web::Data<RateLimiter>,
     /// Posts one account may write.
@@ -98,10 +102,21 @@ impl Application {
             base.database.acquire_timeout,
         );
         infra.metrics.register(statements.collector()?)?;
+        let hot_posts = Arc::new(HotPosts::new(
+            settings.post_cache_ttl,
+            &base.redis.key_prefix,
+            infra.redis.clone(),
+            base.redis.timeout,
+            infra.metrics.clone().into_inner(),
+        ));
+        hot_posts
+            .start(base.redis.url.clone(), std::time::Duration::from_secs(2))
+            .await;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             statements,
             directory,
+            hot_posts,
             limiter: infra.limiter.clone(),
             post_create: settings.post_create,
         });

@@ -1,6 +1,7 @@
 //! `/internal/v1/*`: calls from our other services, with service tokens only.
 
 use crate::error::PostsError;
+use crate::hot_posts::Change;
 use crate::startup::AppState;
 use crate::store::accounts;
 use actix_web::{HttpResponse, post, web};
@@ -30,6 +31,8 @@ pub async fn account_deleted(
     let mut tx = state.db.begin().await?;
     let forgotten = accounts::forget(&mut tx, *id).await?;
     tx.commit().await?;
+    // Its posts are gone, and the counts of the posts it liked or replied to changed.
+    state.hot_posts.publish(&[Change::All]).await;
     tracing::info!(account = %id, posts = forgotten.posts, likes = forgotten.likes, "deleted account forgotten");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,6 +2,7 @@
 
 use crate::domain::{IdempotencyKey, PostText};
 use crate::error::PostsError;
+use crate::hot_posts::{Change, Ticket};
 use crate::startup::AppState;
 use crate::store::{accounts, idempotency, likes, posts};
 use crate::views::{self, PostView};
@@ -137,6 +138,9 @@ pub async fn create(
         idempotency::store(&mut tx, user.id, key.as_str(), &request_hash, &stored).await?;
     }
     tx.commit().await?;
+    if let Some(parent) = view.reply_to {
+        state.hot_posts.publish(&[Change::Post(parent)]).await;
+    }
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -159,11 +163,27 @@ pub async fn show(
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
     let viewer = viewer.0.map(|u| u.id);
-    let row = state
-        .statements
-        .run(async |db| posts::by_id(db, *id, viewer).await)
-        .await?
-        .ok_or(PostsError::NotFound)?;
+    let read = async |ticket: Option<Ticket>| {
+        let row = state
+            .statements
+            .run(async |db| posts::by_id(db, *id, viewer).await)
+            .await?
+            .ok_or(PostsError::NotFound)?;
+        if let Some(ticket) = ticket {
+            state.hot_posts.keep(ticket, &row);
+        }
+        Ok::<_, PostsError>(row)
+    };
+    // A reader who is not signed in sees what every such reader sees: the row this process
+    // keeps (docs/adr/0027-posts-in-process.md). A signed-in reader's page says whether they
+    // like the post, which only PostgreSQL knows.
+    let row = match viewer {
+        None => match state.hot_posts.lookup(*id) {
+            Ok(row) => row,
+            Err(ticket) => read(Some(ticket)).await?,
+        },
+        Some(_) => read(None).await?,
+    };
     let view = views::render(&state, vec![row], viewer, &call_context_of(&req)).await?;
     let view = view.into_iter().next().ok_or(PostsError::NotFound)?;
     Ok(HttpResponse::Ok().json(view))
@@ -195,6 +215,7 @@ pub async fn edit(
     let row = posts::edit(&state.db, *id, user.id, text.as_str())
         .await?
         .ok_or(PostsError::NotFound)?;
+    state.hot_posts.publish(&[Change::Post(row.id)]).await;
     let view = views::render(&state, vec![row], Some(user.id), &call_context_of(&req)).await?;
     Ok(HttpResponse::Ok().json(view.into_iter().next().ok_or(PostsError::NotFound)?))
 }
@@ -231,6 +252,9 @@ pub async fn remove(
         tracing::info!(post_id = %deleted.id, author_id = %deleted.author_id, "post removed by moderation");
     }
     tx.commit().await?;
+    let mut changes = vec![Change::Deleted(deleted.id)];
+    changes.extend(deleted.reply_to.map(Change::Post));
+    state.hot_posts.publish(&changes).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -258,6 +282,7 @@ pub async fn like(
     let found = likes::like(&mut tx, *id, user.id).await?;
     tx.commit().await?;
     if found {
+        state.hot_posts.publish(&[Change::Post(*id)]).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(PostsError::NotFound)
@@ -285,6 +310,7 @@ pub async fn unlike(
     let found = likes::unlike(&mut tx, *id, user.id).await?;
     tx.commit().await?;
     if found {
+        state.hot_posts.publish(&[Change::Post(*id)]).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(PostsError::NotFound)

@@ -25,15 +25,7 @@ async fn a_deletion_made_while_posts_is_down_is_applied_once_it_is_back() {
     let theirs_id: Uuid = theirs["id"].as_str().unwrap().parse().unwrap();
 
     app.stop_posts().await;
-    let deleted = app
-        .users_call(
-            Method::DELETE,
-            "/v1/users/me",
-            Some(&leaving.token),
-            Some(json!({"password": "password-123"})),
-        )
-        .await;
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    app.delete_account(&leaving).await;
     // The relay tries, fails, and keeps the event.
     let failed_attempt = "SELECT count(*) FROM users.outbox
          WHERE subject_id = $1 AND target = 'posts' AND delivered_at IS NULL AND attempts > 0";

@@ -96,16 +96,18 @@ async fn after_a_postgres_restart_every_request_succeeds_again() {
     let author = app.register("author").await;
     let post = app.post(&author, "before the restart").await;
     let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    // Signed in, so that every read asks PostgreSQL (anonymous ones may be kept, ADR 0027).
+    let token = Some(author.token.as_str());
     // Warm the pool with several connections, then kill them all, as a restart does.
     for _ in 0..5 {
-        expect_json(app.get(&path, None).await, StatusCode::OK).await;
+        expect_json(app.get(&path, token).await, StatusCode::OK).await;
     }
     proxies(&app).postgres.set(Fault::Reset);
     tokio::time::sleep(Duration::from_millis(200)).await;
     proxies(&app).postgres.set(Fault::None);
     // Dead pooled connections are found on checkout and replaced: no request fails.
     for _ in 0..20 {
-        expect_json(app.get(&path, None).await, StatusCode::OK).await;
+        expect_json(app.get(&path, token).await, StatusCode::OK).await;
     }
     app.post(&author, "after the restart").await;
 }
@@ -277,4 +279,41 @@ async fn a_hanging_users_service_trips_the_breaker_which_stops_calling_it_then_r
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn without_its_change_subscription_a_process_keeps_no_post() {
+    let app = spawn_behind_proxies(&[("REDIS_TIMEOUT_MS", "200")]).await;
+    let author = app.register("author").await;
+    let post = app.post(&author, "as written").await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    app.set_text_behind_the_service(&post["id"], "changed while kept")
+        .await;
+    let kept = expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    assert_eq!(kept["text"], "as written", "kept while subscribed");
+
+    // The subscription's connection is reset with Redis: changes could now go unheard, so the
+    // process drops its rows and reads PostgreSQL until it has subscribed again.
+    proxies(&app).redis.set(Fault::Down);
+    let started = Instant::now();
+    loop {
+        let read = expect_json(app.get(&path, None).await, StatusCode::OK).await;
+        if read["text"] == "changed while kept" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still kept without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.set_text_behind_the_service(&post["id"], "changed without redis")
+        .await;
+    let read = expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    assert_eq!(
+        read["text"], "changed without redis",
+        "nothing is kept meanwhile"
+    );
+    proxies(&app).redis.set(Fault::None);
 }

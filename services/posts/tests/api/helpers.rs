@@ -187,6 +187,45 @@ impl TestApp {
         self.posts_server = start_posts(&self.posts_env).await;
     }
 
+    /// Starts another posts process on the same database, Redis and users service, as a
+    /// second replica behind a load balancer; returns its address.
+    pub async fn spawn_replica(&self) -> String {
+        let mut env = self.posts_env.clone();
+        env.retain(|(key, _)| *key != "PORT");
+        env.push(("PORT", "0".to_owned()));
+        let settings = posts::Settings::from_env(&Env::from_pairs(env)).unwrap();
+        let app = posts::Application::build(settings).await.unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        address
+    }
+
+    /// Rewrites a post's text straight in the posts schema, as no request of the service would:
+    /// a read that still shows the old text did not ask PostgreSQL.
+    pub async fn set_text_behind_the_service(&self, id: &Value, text: &str) {
+        let id: Uuid = id.as_str().unwrap().parse().unwrap();
+        sqlx::query("UPDATE posts.posts SET text = $2 WHERE id = $1")
+            .bind(id)
+            .bind(text)
+            .execute(&self.admin_pool)
+            .await
+            .unwrap();
+    }
+
+    /// Deletes `user`'s account through the users service, asserting 204; posts hears of it
+    /// through the users service's outbox.
+    pub async fn delete_account(&self, user: &TestUser) {
+        let deleted = self
+            .users_call(
+                Method::DELETE,
+                "/v1/users/me",
+                Some(&user.token),
+                Some(json!({"password": "password-123"})),
+            )
+            .await;
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    }
+
     pub async fn request(
         &self,
         method: Method,

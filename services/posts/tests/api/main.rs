@@ -12,6 +12,7 @@ mod deletion;
 mod faults;
 mod feed;
 mod helpers;
+mod hot_posts;
 mod idempotency;
 mod likes;
 mod lists;
