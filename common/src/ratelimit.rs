@@ -199,6 +199,7 @@ impl RateLimiter {
             runtime.spawn(flush_every(
                 settings.flush_every,
                 Arc::downgrade(&tallies),
+                tallies.work(),
                 redis.clone(),
                 timeout,
             ));
@@ -425,10 +426,13 @@ impl RateLimiter {
 }
 
 /// Adds the counts [`RateLimiter::admit`] kept in this process to Redis every `period`, until
-/// the limiter is dropped. A failed flush keeps its counts for the next one.
+/// the limiter is dropped. A failed flush keeps its counts for the next one. After a flush that
+/// found nothing to send it waits for the next count: an idle process does not wake ten times a
+/// second for nothing (on the VMs we measure on, each wake-up costs about 0.1 ms of CPU).
 async fn flush_every(
     period: Duration,
     tallies: std::sync::Weak<Tallies>,
+    work: Arc<tokio::sync::Notify>,
     redis: crate::redis::Pool,
     timeout: Duration,
 ) {
@@ -440,6 +444,13 @@ async fn flush_every(
             return;
         };
         let sent = tallies.take_pending(Instant::now());
+        if sent.is_empty() {
+            drop(tallies);
+            work.notified().await;
+            // The counts that woke it go one period later, with whatever follows them.
+            ticks.reset();
+            continue;
+        }
         for chunk in sent.chunks(tallies::FLUSH_CHUNK) {
             let added = crate::redis::with_timeout(timeout, async {
                 let mut conn = redis.get().await?;

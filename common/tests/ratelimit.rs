@@ -220,6 +220,28 @@ async fn a_subjects_later_requests_are_counted_in_process_and_reach_redis_with_t
 }
 
 #[tokio::test]
+async fn counts_made_after_the_flusher_went_idle_still_reach_redis() {
+    let prefix = unique_prefix();
+    let (limiter, _) = flushing_every(Duration::from_millis(50), "redis://127.0.0.1:6379", &prefix);
+    let quota = Quota::per_seconds(1000, 60);
+    for _ in 0..3 {
+        limiter.admit("account", quota, "alice", &[]).await.unwrap();
+    }
+    redis_reaches(&prefix, "alice", 3).await;
+    // Several periods with nothing counted: the flusher waits for work rather than ticking.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        limiter.admit("account", quota, "alice", &[]).await.unwrap();
+    }
+    assert_eq!(
+        count_in_redis(&prefix, "alice").await,
+        Some(3),
+        "counted here first"
+    );
+    redis_reaches(&prefix, "alice", 5).await;
+}
+
+#[tokio::test]
 async fn replicas_counting_between_flushes_still_stop_at_the_shared_limit() {
     let prefix = unique_prefix();
     let (a, _) = limiter("redis://127.0.0.1:6379", &prefix);

@@ -12,9 +12,10 @@
 
 use super::{Decision, Quota};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// At most this many subjects are tallied; past it (until a flush sweeps ended windows) a new
 /// subject is counted in Redis on every request, as the handlers' quotas are.
@@ -90,9 +91,24 @@ pub(super) struct Tallies {
     generations: AtomicU64,
     /// The last flush failed: what is counted here meanwhile is kept here (and sent again).
     failing: AtomicBool,
+    /// Told whenever there is something for a flush to do, and when the tallies are dropped:
+    /// the flusher waits on it instead of waking every period while nothing is counted here.
+    work: Arc<Notify>,
+}
+
+impl Drop for Tallies {
+    fn drop(&mut self) {
+        // The flusher, waiting for work, finds the tallies gone and ends.
+        self.work.notify_one();
+    }
 }
 
 impl Tallies {
+    /// What the flusher waits on between flushes with nothing to send.
+    pub(super) fn work(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tally>> {
         self.subjects
             .lock()
@@ -115,6 +131,7 @@ impl Tallies {
         };
         if tally.may_count_here() {
             tally.pending += 1;
+            self.work.notify_one();
             return Admission::Counted(Decision::of(quota, tally.estimate(), tally.ends - now));
         }
         let taken = tally.pending;
@@ -151,6 +168,7 @@ impl Tallies {
                 (Some(tally), Err(())) => {
                     tally.in_flight -= asked;
                     tally.pending += asked;
+                    self.work.notify_one();
                     Some(Decision::of(quota, tally.estimate(), tally.ends - now))
                 }
                 (None, Err(())) => None,
@@ -165,6 +183,7 @@ impl Tallies {
                 }
                 Err(()) => {
                     tally.pending += 1;
+                    self.work.notify_one();
                     Decision::of(quota, tally.estimate(), tally.ends - now)
                 }
             });
@@ -175,6 +194,10 @@ impl Tallies {
             Ok((count, ttl)) => (count, 0, ttl),
             Err(()) => (0, 1, quota.window),
         };
+        if pending > 0 || subjects.len() >= MAX_SUBJECTS {
+            // Counts to send, or a full map for the next flush to sweep of ended windows.
+            self.work.notify_one();
+        }
         if subjects.len() < MAX_SUBJECTS {
             let generation = self.generations.fetch_add(1, Ordering::Relaxed);
             subjects.insert(
@@ -232,7 +255,10 @@ impl Tallies {
                         tally.settled = tally.settled.max(*count);
                     }
                 }
-                Err(()) => tally.pending += s.count,
+                Err(()) => {
+                    tally.pending += s.count;
+                    self.work.notify_one();
+                }
             }
         }
         self.failing.store(answer.is_err(), Ordering::Relaxed);
