@@ -18,6 +18,7 @@ use crate::store::posts::PostRow;
 use common::metrics::Metrics;
 use common::redis::{publish, subscribe};
 use futures_util::StreamExt;
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -77,6 +78,9 @@ pub struct HotPosts {
     redis: common::redis::Pool,
     redis_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// `cache_requests_total{cache="posts_local"}`, resolved once: a hit is the whole read.
+    hits: IntCounter,
+    misses: IntCounter,
     inner: Mutex<Inner>,
 }
 
@@ -98,11 +102,14 @@ impl HotPosts {
         redis_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let counter = |result: &str| metrics.cache.with_label_values(&["posts_local", result]);
         Self {
             ttl,
             channel: format!("{prefix}posts:changes"),
             redis,
             redis_timeout,
+            hits: counter("hit"),
+            misses: counter("miss"),
             metrics,
             inner: Mutex::default(),
         }
@@ -124,11 +131,11 @@ impl HotPosts {
                 _ => Err(Ticket(inner.subscribed.then_some(inner.heard))),
             }
         };
-        let result = if found.is_ok() { "hit" } else { "miss" };
-        self.metrics
-            .cache
-            .with_label_values(&["posts_local", result])
-            .inc();
+        if found.is_ok() {
+            self.hits.inc();
+        } else {
+            self.misses.inc();
+        }
         found
     }
 

@@ -2,7 +2,7 @@
 
 use crate::domain::{IdempotencyKey, PostText};
 use crate::error::PostsError;
-use crate::hot_posts::{Change, Ticket};
+use crate::hot_posts::Change;
 use crate::startup::AppState;
 use crate::store::{accounts, idempotency, likes, posts};
 use crate::views::{self, PostView};
@@ -163,26 +163,26 @@ pub async fn show(
     req: HttpRequest,
 ) -> Result<HttpResponse, PostsError> {
     let viewer = viewer.0.map(|u| u.id);
-    let read = async |ticket: Option<Ticket>| {
-        let row = state
-            .statements
-            .run(async |db| posts::by_id(db, *id, viewer).await)
-            .await?
-            .ok_or(PostsError::NotFound)?;
-        if let Some(ticket) = ticket {
-            state.hot_posts.keep(ticket, &row);
-        }
-        Ok::<_, PostsError>(row)
-    };
     // A reader who is not signed in sees what every such reader sees: the row this process
     // keeps (docs/adr/0027-posts-in-process.md). A signed-in reader's page says whether they
     // like the post, which only PostgreSQL knows.
-    let row = match viewer {
-        None => match state.hot_posts.lookup(*id) {
-            Ok(row) => row,
-            Err(ticket) => read(Some(ticket)).await?,
-        },
-        Some(_) => read(None).await?,
+    let kept = match viewer {
+        None => state.hot_posts.lookup(*id).map_err(Some),
+        Some(_) => Err(None),
+    };
+    let row = match kept {
+        Ok(row) => row,
+        Err(ticket) => {
+            let row = state
+                .statements
+                .run(async |db| posts::by_id(db, *id, viewer).await)
+                .await?
+                .ok_or(PostsError::NotFound)?;
+            if let Some(ticket) = ticket {
+                state.hot_posts.keep(ticket, &row);
+            }
+            row
+        }
     };
     let view = views::render(&state, vec![row], viewer, &call_context_of(&req)).await?;
     let view = view.into_iter().next().ok_or(PostsError::NotFound)?;
