@@ -149,8 +149,12 @@ impl Hub {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match hub.subscribe_once(&redis_url).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => tracing::warn!(error = %e, "event subscription lost; reconnecting"),
+                    // It had subscribed: the next attempt starts from the shortest wait again.
+                    Ok(()) => {
+                        tracing::warn!("event subscription ended; reconnecting");
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "subscribing to events failed; retrying"),
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -158,6 +162,7 @@ impl Hub {
         });
     }
 
+    /// Subscribes and delivers events until the subscription ends (`Ok`), or fails to subscribe.
     async fn subscribe_once(&self, redis_url: &str) -> anyhow::Result<()> {
         let mut messages = subscribe(redis_url, &self.channel).await?;
         tracing::info!(channel = %self.channel, "subscribed to events");
@@ -177,7 +182,7 @@ impl Hub {
                 Err(e) => tracing::warn!(error = %e, "malformed event"),
             }
         }
-        anyhow::bail!("subscription stream ended")
+        Ok(())
     }
 }
 

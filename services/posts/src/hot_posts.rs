@@ -216,9 +216,15 @@ impl HotPosts {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match hot.subscribe_once(&redis_url, &mut first).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    // It had subscribed: the next attempt starts from the shortest wait again.
+                    Ok(()) => {
+                        tracing::warn!(
+                            "post change subscription ended; reading every post from PostgreSQL until it is back"
+                        );
+                        backoff = Duration::from_millis(100);
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "post change subscription lost; reading every post from PostgreSQL until it is back")
+                        tracing::warn!(error = %e, "subscribing to post changes failed; reading every post from PostgreSQL until it succeeds")
                     }
                 }
                 hot.set_subscribed(false);
@@ -232,6 +238,8 @@ impl HotPosts {
         let _ = tokio::time::timeout(wait, attempted).await;
     }
 
+    /// Subscribes and drops what each change names until the subscription ends (`Ok`), or fails
+    /// to subscribe.
     async fn subscribe_once(
         &self,
         redis_url: &str,
@@ -252,7 +260,7 @@ impl HotPosts {
                 }
             }
         }
-        anyhow::bail!("subscription stream ended")
+        Ok(())
     }
 }
 
