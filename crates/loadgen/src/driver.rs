@@ -10,6 +10,7 @@ use crate::seed::Manifest;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -44,6 +45,10 @@ pub struct Report {
     pub requests: u64,
     pub errors: u64,
     pub latency_ms: Latency,
+    /// The same latencies by the kind of request, for a scenario that mixes kinds (the mix):
+    /// which kind fills the tail.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_kind: BTreeMap<&'static str, Latency>,
     /// Achieved rate within 1 % of the target, and no errors.
     pub valid: bool,
 }
@@ -64,6 +69,8 @@ enum Call {
 
 struct Plan {
     calls: Box<dyn Fn(u64) -> Call + Send + Sync>,
+    /// The kind of request `i` is, for a scenario that mixes kinds.
+    kind: Option<fn(u64) -> &'static str>,
 }
 
 fn tokens_for(keys_dir: &str, users: &[Uuid]) -> anyhow::Result<Vec<Arc<str>>> {
@@ -155,18 +162,27 @@ fn plan(
                 }
             })
         }
-        // DeathStarBench's social-network mix: 60 % home feed, 30 % user timeline, 10 % compose.
         "mix" => {
             let feed = feed(readers("1000")?, posts);
-            Box::new(move |i| match i % 10 {
-                0..=5 => feed(i),
-                6..=8 => timeline(i),
+            Box::new(move |i| match mix_kind(i) {
+                "feed" => feed(i),
+                "timeline" => timeline(i),
                 _ => compose(i),
             })
         }
         other => anyhow::bail!("unknown scenario {other:?}"),
     };
-    Ok(Plan { calls })
+    let kind = (scenario == "mix").then_some(mix_kind as fn(u64) -> &'static str);
+    Ok(Plan { calls, kind })
+}
+
+/// DeathStarBench's social-network mix: 60 % home feed, 30 % user timeline, 10 % compose.
+fn mix_kind(i: u64) -> &'static str {
+    match i % 10 {
+        0..=5 => "feed",
+        6..=8 => "timeline",
+        _ => "compose",
+    }
 }
 
 async fn send(client: &reqwest::Client, call: Call) -> bool {
@@ -208,7 +224,10 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Runs `scenario` at `rate` requests per second for `seconds` (after a warm-up).
+/// Runs `scenario` at `rate` requests per second for `seconds` (after a warm-up). With `trace`,
+/// also writes every measured request to that file as CSV (`i,kind,sent_unix_ms,latency_us,ok`,
+/// the intended send time in milliseconds since the Unix epoch): to see whether a tail is
+/// spread or comes in stalls, and to line those up with what else the machine recorded.
 pub async fn run(
     scenario: &str,
     rate: f64,
@@ -216,6 +235,7 @@ pub async fn run(
     targets: &Targets,
     work_dir: &str,
     keys_dir: &str,
+    trace: Option<&str>,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         rate > 0.0 && seconds > 0.0,
@@ -238,21 +258,52 @@ pub async fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the clock thread panicked"))?;
     drop(tx);
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let new_histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let mut histogram = new_histogram()?;
+    let mut kinds: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+    let mut lines = trace.map(|_| String::from("i,kind,sent_unix_ms,latency_us,ok\n"));
+    // The wall-clock time of the schedule's start, for the trace.
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Instant::now().saturating_duration_since(schedule.start))
+        + schedule.start.saturating_duration_since(Instant::now());
     let (mut requests, mut errors) = (0u64, 0u64);
     while let Some((i, latency, ok)) = rx.recv().await {
         if i < schedule.measured_from {
             continue;
+        }
+        if let Some(lines) = lines.as_mut() {
+            let sent = epoch + (schedule.intended(i) - schedule.start);
+            let kind = plan.kind.map_or(scenario, |kind| kind(i));
+            lines.push_str(&format!(
+                "{i},{kind},{:.3},{},{ok}\n",
+                sent.as_secs_f64() * 1000.0,
+                latency.as_micros()
+            ));
         }
         requests += 1;
         if !ok {
             errors += 1;
         }
         record(&mut histogram, latency)?;
+        if let Some(kind) = plan.kind {
+            let kind = kind(i);
+            if !kinds.contains_key(kind) {
+                kinds.insert(kind, new_histogram()?);
+            }
+            record(kinds.get_mut(kind).expect("inserted above"), latency)?;
+        }
     }
-    Ok(report(
-        scenario, &schedule, last_sent, requests, errors, &histogram,
-    ))
+    if let (Some(path), Some(lines)) = (trace, lines) {
+        std::fs::write(path, lines).with_context(|| format!("writing the trace to {path}"))?;
+    }
+    let mut report = report(scenario, &schedule, last_sent, requests, errors, &histogram);
+    report.by_kind = kinds
+        .iter()
+        .map(|(kind, histogram)| (*kind, latency(histogram)))
+        .collect();
+    Ok(report)
 }
 
 /// Records one latency, in microseconds.
@@ -345,15 +396,7 @@ pub fn report(
     let measured_start = schedule.intended(schedule.measured_from);
     let sending = last_sent.saturating_duration_since(measured_start) + schedule.interval;
     let achieved_rate = requests as f64 / sending.as_secs_f64();
-    let ms = |us: u64| us as f64 / 1000.0;
-    let latency_ms = Latency {
-        p50: ms(histogram.value_at_quantile(0.5)),
-        p90: ms(histogram.value_at_quantile(0.9)),
-        p99: ms(histogram.value_at_quantile(0.99)),
-        p99_9: ms(histogram.value_at_quantile(0.999)),
-        max: ms(histogram.max()),
-        mean: histogram.mean() / 1000.0,
-    };
+    let latency_ms = latency(histogram);
     let valid = errors == 0 && (achieved_rate - rate).abs() <= rate * 0.01;
     Report {
         scenario: scenario.to_owned(),
@@ -363,7 +406,21 @@ pub fn report(
         requests,
         errors,
         latency_ms,
+        by_kind: BTreeMap::new(),
         valid,
+    }
+}
+
+/// The percentiles of `histogram` (microseconds), in milliseconds.
+fn latency(histogram: &Histogram<u64>) -> Latency {
+    let ms = |us: u64| us as f64 / 1000.0;
+    Latency {
+        p50: ms(histogram.value_at_quantile(0.5)),
+        p90: ms(histogram.value_at_quantile(0.9)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        p99_9: ms(histogram.value_at_quantile(0.999)),
+        max: ms(histogram.max()),
+        mean: histogram.mean() / 1000.0,
     }
 }
 

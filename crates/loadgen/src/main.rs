@@ -4,7 +4,8 @@
 //!   fixed-seed synthetic network, writing each schema through COPY as that service's own role.
 //! - `loadgen run --scenario NAME --rate R --seconds S` drives an open-loop load against the
 //!   running services and prints a JSON report (latency from the *intended* send time, in an
-//!   HdrHistogram, so coordinated omission is corrected).
+//!   HdrHistogram, so coordinated omission is corrected); `--trace FILE` also writes every
+//!   request's send time and latency as CSV.
 //!
 //! docs/PERFORMANCE.md explains the scenarios and how to reproduce the figures.
 
@@ -67,7 +68,17 @@ async fn command(args: Vec<String>) -> anyhow::Result<()> {
             let report = if scenario == "message-ws" {
                 ws::run(rate, seconds, &targets, &work_dir, &keys_dir).await?
             } else {
-                driver::run(&scenario, rate, seconds, &targets, &work_dir, &keys_dir).await?
+                let trace = flag(&args, "--trace");
+                driver::run(
+                    &scenario,
+                    rate,
+                    seconds,
+                    &targets,
+                    &work_dir,
+                    &keys_dir,
+                    trace.as_deref(),
+                )
+                .await?
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.valid {
@@ -98,7 +109,7 @@ async fn command(args: Vec<String>) -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S] | loadgen saturate --scenario NAME [--concurrency C] [--seconds S]"
+                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S] [--trace FILE.csv] | loadgen saturate --scenario NAME [--concurrency C] [--seconds S]"
             );
             std::process::exit(2);
         }
