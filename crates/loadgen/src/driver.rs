@@ -11,6 +11,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -262,20 +263,20 @@ pub async fn run(
     let mut histogram = new_histogram()?;
     let mut kinds: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
     let mut lines = trace.map(|_| String::from("i,kind,sent_unix_ms,latency_us,ok\n"));
-    // The wall-clock time of the schedule's start, for the trace.
+    // The wall-clock time of the schedule's start (past by now), for the trace.
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .saturating_sub(Instant::now().saturating_duration_since(schedule.start))
-        + schedule.start.saturating_duration_since(Instant::now());
+        .saturating_sub(schedule.start.elapsed());
     let (mut requests, mut errors) = (0u64, 0u64);
     while let Some((i, latency, ok)) = rx.recv().await {
         if i < schedule.measured_from {
             continue;
         }
+        let kind = plan.kind.map(|kind| kind(i));
         if let Some(lines) = lines.as_mut() {
             let sent = epoch + (schedule.intended(i) - schedule.start);
-            let kind = plan.kind.map_or(scenario, |kind| kind(i));
+            let kind = kind.unwrap_or(scenario);
             lines.push_str(&format!(
                 "{i},{kind},{:.3},{},{ok}\n",
                 sent.as_secs_f64() * 1000.0,
@@ -287,12 +288,12 @@ pub async fn run(
             errors += 1;
         }
         record(&mut histogram, latency)?;
-        if let Some(kind) = plan.kind {
-            let kind = kind(i);
-            if !kinds.contains_key(kind) {
-                kinds.insert(kind, new_histogram()?);
-            }
-            record(kinds.get_mut(kind).expect("inserted above"), latency)?;
+        if let Some(kind) = kind {
+            let histogram = match kinds.entry(kind) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(new) => new.insert(new_histogram()?),
+            };
+            record(histogram, latency)?;
         }
     }
     if let (Some(path), Some(lines)) = (trace, lines) {
