@@ -81,10 +81,15 @@ pub async fn contactability(
             "at most 100 ids",
         )]));
     }
-    let sender = accounts::status(&state.db, *id)
-        .await?
+    let rows = accounts::contacts(&state.db, *id, &body.user_ids).await?;
+    let sender = rows
+        .iter()
+        .find(|r| r.id == *id)
         .ok_or(UsersError::NotFound)?;
-    let found = accounts::contacts(&state.db, *id, &body.user_ids).await?;
+    let found: Vec<_> = rows
+        .iter()
+        .filter(|r| body.user_ids.contains(&r.id))
+        .collect();
     let unknown = body
         .user_ids
         .iter()

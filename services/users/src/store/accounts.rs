@@ -199,7 +199,9 @@ pub struct ContactRow {
     pub contact_version: i64,
 }
 
-/// The standing of each existing account among `others` towards `user`.
+/// The standing of `user` and of each existing account among `others` towards `user`, in one
+/// round trip: `user`'s own row (never blocked by itself) says whether it exists and is
+/// suspended.
 #[tracing::instrument(skip_all, fields(count = others.len()), err)]
 pub async fn contacts(
     db: impl PgExecutor<'_>,
@@ -213,7 +215,7 @@ pub async fn contacts(
                           WHERE (b.blocker_id = $1 AND b.blocked_id = a.id)
                              OR (b.blocker_id = a.id AND b.blocked_id = $1)) AS "blocked!",
                   a.contact_version
-           FROM users.accounts a WHERE a.id = ANY($2)"#,
+           FROM users.accounts a WHERE a.id = $1 OR a.id = ANY($2)"#,
         user,
         others,
     )

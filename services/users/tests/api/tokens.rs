@@ -312,4 +312,29 @@ async fn contactability_tells_unknown_from_unavailable_but_not_block_from_suspen
         "forbidden",
     )
     .await;
+    // The sender's own standing comes from the same statement as the others': an unknown
+    // sender is 404, and a suspended one is told so, also when it names itself.
+    let token = service["access_token"].as_str();
+    let nobody = format!("/internal/v1/users/{unknown}/contactability");
+    expect_problem(
+        app.post(&nobody, token, json!({"user_ids": [friend.id]}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let as_suspended = format!("/internal/v1/users/{}/contactability", suspended.id);
+    let answer = expect_json(
+        app.post(
+            &as_suspended,
+            token,
+            json!({"user_ids": [friend.id, suspended.id]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer["suspended"], true);
+    assert_eq!(answer["unknown"], json!([]));
+    assert_eq!(answer["unavailable"], json!([suspended.id]));
 }
