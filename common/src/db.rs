@@ -422,9 +422,11 @@ pub enum AccountLock {
 /// departed; the deletion takes it [`AccountLock::Delete`] before recording the departure.
 ///
 /// posts' keyed create takes the write lock inside the statement that takes its key's lock
-/// (`posts::store::idempotency::lock_writer_and_key`), so the lock's key is spelled there too:
-/// posts' test `a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused`
-/// fails if the two drift apart.
+/// (`posts::store::idempotency::lock_writer_and_key`), and messaging's writes in a conversation
+/// inside the statement that locks its row (`messaging::store::conversations::lock_for_participant`),
+/// so the lock's key is spelled there too: posts' test
+/// `a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused` and messaging's
+/// `a_send_waits_for_its_accounts_deletion_in_flight_and_is_then_refused` fail if they drift apart.
 pub async fn lock_account(
     conn: &mut sqlx::PgConnection,
     account: uuid::Uuid,

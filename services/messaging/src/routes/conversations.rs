@@ -4,6 +4,7 @@ use crate::domain::{self, MAX_PARTICIPANTS};
 use crate::error::MessagingError;
 use crate::startup::AppState;
 use crate::store::conversations::{self, ConversationRow};
+use crate::store::messages::Appended;
 use crate::store::{accounts, messages};
 use crate::views::{ConversationView, MessageView, UnreadTotals, message_event};
 use actix_web::http::StatusCode;
@@ -287,7 +288,8 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(view_of(&state, *id, user.id).await?))
 }
 
-/// Appends a system message about a membership change, under the conversation lock.
+/// Appends a system message about a membership change, under the locks of
+/// `conversations::lock_for_participant`.
 async fn system_message(
     conn: &mut sqlx::PgConnection,
     conversation: Uuid,
@@ -296,11 +298,10 @@ async fn system_message(
     subject: Uuid,
 ) -> Result<MessageView, MessagingError> {
     let event = json!({"type": kind, "user_id": subject, "by": actor});
-    Ok(
-        messages::append(conn, conversation, actor, "system", None, Some(event), None)
-            .await?
-            .into(),
-    )
+    match messages::append(conn, conversation, actor, "system", None, Some(event), None).await? {
+        Appended::Message(message) | Appended::Replayed(message) => Ok(message.into()),
+        Appended::Departed => Err(Problem::unauthenticated("the account no longer exists").into()),
+    }
 }
 
 /// Adds people to a group you own.

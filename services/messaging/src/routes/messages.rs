@@ -4,7 +4,8 @@ use crate::domain::{self, MessageBody};
 use crate::error::MessagingError;
 use crate::routes::conversations::{check_contactable, participant_ids};
 use crate::startup::AppState;
-use crate::store::{accounts, conversations, messages};
+use crate::store::messages::Appended;
+use crate::store::{conversations, messages};
 use crate::views::{MessageView, message_event};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use common::auth::AuthUser;
@@ -101,6 +102,13 @@ fn client_id_of(req: &HttpRequest, body: &SendMessage) -> Result<Option<String>,
     }
 }
 
+/// The answer to a send whose `client_id` was used before: the first message.
+fn replayed(first: messages::MessageRow) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header(("idempotent-replayed", "true"))
+        .json(MessageView::from(first))
+}
+
 /// Sends a message. A `client_id` (or `Idempotency-Key`) already used by you in this
 /// conversation returns the original message: a retried send never duplicates.
 #[utoipa::path(
@@ -137,9 +145,7 @@ pub async fn send(
     if let Some(client_id) = &client_id
         && let Some(first) = messages::by_client_id(&state.db, *id, user.id, client_id).await?
     {
-        return Ok(HttpResponse::Created()
-            .insert_header(("idempotent-replayed", "true"))
-            .json(MessageView::from(first)));
+        return Ok(replayed(first));
     }
     // Who may receive is the users service's knowledge: in a direct conversation, whether the
     // two may talk; in a group, whether the sender is suspended. An answer kept from an earlier
@@ -171,22 +177,14 @@ pub async fn send(
         state.contacts.remember(user.id, recipient, &versions);
     }
 
+    // Two statements under the locks: the sender's write lock and the conversation's row lock,
+    // then the append, whose own snapshot sees a deletion or a concurrent retry of this send
+    // that committed while we waited (docs/adr/0011, docs/adr/0013).
     let mut tx = state.db.begin().await?;
-    if !accounts::hold_for_write(&mut tx, user.id).await? {
-        return Err(Problem::unauthenticated("the account no longer exists").into());
-    }
     conversations::lock_for_participant(&mut tx, *id, user.id)
         .await?
         .ok_or(MessagingError::NotFound)?;
-    // Under the lock, a concurrent retry of the same send has either committed or not started.
-    if let Some(client_id) = &client_id
-        && let Some(first) = messages::by_client_id(&mut *tx, *id, user.id, client_id).await?
-    {
-        return Ok(HttpResponse::Created()
-            .insert_header(("idempotent-replayed", "true"))
-            .json(MessageView::from(first)));
-    }
-    let message = messages::append(
+    let message = match messages::append(
         &mut tx,
         *id,
         user.id,
@@ -195,7 +193,14 @@ pub async fn send(
         None,
         client_id.as_deref(),
     )
-    .await?;
+    .await?
+    {
+        Appended::Message(message) => message,
+        Appended::Replayed(first) => return Ok(replayed(first)),
+        Appended::Departed => {
+            return Err(Problem::unauthenticated("the account no longer exists").into());
+        }
+    };
     tx.commit().await?;
     let view = MessageView::from(message);
     state

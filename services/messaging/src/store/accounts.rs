@@ -7,9 +7,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Takes `account`'s write lock in shared mode until the transaction ends, and says whether the
-/// account may still write here. Sends and new conversations call this first in their
-/// transaction; [`depart`] takes the same lock exclusively, so a message either commits before
-/// the deletion tombstones the account's messages or sees the account departed.
+/// account may still write here. New conversations call this first in their transaction (writes
+/// in a conversation take the same lock with its row: `conversations::lock_for_participant`);
+/// [`depart`] takes it exclusively, so a message either commits before the deletion tombstones
+/// the account's messages or sees the account departed.
 #[tracing::instrument(skip_all, err)]
 pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bool, sqlx::Error> {
     lock_account(&mut *conn, account, AccountLock::Write).await?;

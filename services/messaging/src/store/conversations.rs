@@ -152,8 +152,11 @@ pub async fn for_participant(
     .await
 }
 
-/// Like [`for_participant`], locking the conversation row for the rest of the transaction
-/// (so messages take seqs one at a time).
+/// Like [`for_participant`], for a write in `user`'s name: takes `user`'s account write lock
+/// (shared, as `common::db::lock_account` spells it: docs/adr/0013) and then the conversation
+/// row's lock, for the rest of the transaction, in one round trip. Messages then take seqs one at
+/// a time. Whether `user` has departed is for the next statement to see ([`super::messages::append`]
+/// checks it): this one's snapshot was taken before it waited for a deletion in flight.
 #[tracing::instrument(skip_all, err)]
 pub async fn lock_for_participant(
     conn: &mut PgConnection,
@@ -162,8 +165,12 @@ pub async fn lock_for_participant(
 ) -> Result<Option<ConversationRow>, sqlx::Error> {
     sqlx::query_as!(
         ConversationRow,
-        r#"SELECT c.id, c.kind, c.title, c.owner_id, c.last_seq, c.last_message_at, c.created_at, p.read_seq
-           FROM messaging.conversations c
+        r#"WITH writer AS MATERIALIZED (
+               SELECT pg_advisory_xact_lock_shared(hashtextextended($2::uuid::text, 11))
+           )
+           SELECT c.id, c.kind, c.title, c.owner_id, c.last_seq, c.last_message_at, c.created_at, p.read_seq
+           FROM writer
+           CROSS JOIN messaging.conversations c
            JOIN messaging.participants p ON p.conversation_id = c.id AND p.user_id = $2
            WHERE c.id = $1
            FOR UPDATE OF c"#,

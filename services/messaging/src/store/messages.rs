@@ -39,9 +39,24 @@ pub async fn by_client_id(
     .await
 }
 
-/// Appends a message with the next seq. The caller holds the conversation row lock
-/// (`lock_for_participant`), so seqs are gapless and strictly increasing; the sender's read
-/// marker moves to their own message.
+/// What [`append`] did.
+#[derive(Debug)]
+pub enum Appended {
+    /// Stored with the next seq.
+    Message(MessageRow),
+    /// The sender has departed (docs/adr/0013): nothing was written.
+    Departed,
+    /// The sender already sent this `client_id` in this conversation: nothing was written. That
+    /// first message.
+    Replayed(MessageRow),
+}
+
+/// Appends a message with the next seq, unless `sender` has departed or already sent
+/// `client_id` here. The caller holds the sender's write lock and the conversation row's lock
+/// (`conversations::lock_for_participant`, an earlier statement): so this statement's snapshot
+/// sees a deletion or a send with the same `client_id` that committed while the caller waited,
+/// seqs are gapless and strictly increasing, and the sender's read marker moves to their own
+/// message.
 #[tracing::instrument(skip_all, err)]
 pub async fn append(
     conn: &mut PgConnection,
@@ -51,16 +66,21 @@ pub async fn append(
     body: Option<&str>,
     event: Option<serde_json::Value>,
     client_id: Option<&str>,
-) -> Result<MessageRow, sqlx::Error> {
-    // One statement, one round trip while the conversation's row lock is held: the seq is
-    // taken, the message stored and the sender's read marker moved together.
-    sqlx::query_as!(
-        MessageRow,
-        r#"WITH next AS (
-               UPDATE messaging.conversations
-               SET last_seq = last_seq + 1, last_message_at = clock_timestamp()
-               WHERE id = $2
-               RETURNING last_seq
+) -> Result<Appended, sqlx::Error> {
+    // One statement, one round trip while the locks are held: the checks, the seq, the message
+    // and the sender's read marker together.
+    let row = sqlx::query!(
+        r#"WITH gate AS MATERIALIZED (
+               SELECT NOT EXISTS (SELECT 1 FROM messaging.departed_accounts WHERE account_id = $3) AS present,
+                      (SELECT m.id FROM messaging.messages m
+                       WHERE m.conversation_id = $2 AND m.sender_id = $3 AND m.client_id = $7) AS replayed
+           ),
+           next AS (
+               UPDATE messaging.conversations c
+               SET last_seq = c.last_seq + 1, last_message_at = clock_timestamp()
+               FROM gate
+               WHERE c.id = $2 AND gate.present AND gate.replayed IS NULL
+               RETURNING c.last_seq
            ),
            message AS (
                INSERT INTO messaging.messages
@@ -74,10 +94,21 @@ pub async fn append(
                FROM next
                WHERE p.conversation_id = $2 AND p.user_id = $3
            )
-           SELECT id AS "id!", conversation_id AS "conversation_id!", seq AS "seq!",
-                  sender_id AS "sender_id!", kind AS "kind!", body, event,
-                  created_at AS "created_at!", edited_at, deleted_at
-           FROM message"#,
+           -- The new message, or the one a send with the same `client_id` stored first.
+           SELECT gate.present AS "present!", gate.replayed IS NOT NULL AS "replayed!",
+                  m.id AS "id?", m.conversation_id AS "conversation_id?", m.seq AS "seq?",
+                  m.sender_id AS "sender_id?", m.kind AS "kind?", m.body, m.event,
+                  m.created_at AS "created_at?", m.edited_at, m.deleted_at
+           FROM gate
+           LEFT JOIN (
+               SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
+               FROM message
+               UNION ALL
+               SELECT r.id, r.conversation_id, r.seq, r.sender_id, r.kind, r.body, r.event,
+                      r.created_at, r.edited_at, r.deleted_at
+               FROM messaging.messages r
+               WHERE r.id = (SELECT replayed FROM gate)
+           ) m ON true"#,
         Uuid::now_v7(),
         conversation,
         sender,
@@ -87,7 +118,39 @@ pub async fn append(
         client_id,
     )
     .fetch_one(&mut *conn)
-    .await
+    .await?;
+    if !row.present {
+        return Ok(Appended::Departed);
+    }
+    // The caller holds the conversation's row lock, so the update finds it; a replayed id names
+    // a row of the same snapshot.
+    let (Some(id), Some(conversation_id), Some(seq), Some(sender_id), Some(kind), Some(created_at)) = (
+        row.id,
+        row.conversation_id,
+        row.seq,
+        row.sender_id,
+        row.kind,
+        row.created_at,
+    ) else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let message = MessageRow {
+        id,
+        conversation_id,
+        seq,
+        sender_id,
+        kind,
+        body: row.body,
+        event: row.event,
+        created_at,
+        edited_at: row.edited_at,
+        deleted_at: row.deleted_at,
+    };
+    Ok(if row.replayed {
+        Appended::Replayed(message)
+    } else {
+        Appended::Message(message)
+    })
 }
 
 /// Messages newest first strictly below `before_seq`, or oldest first strictly above

@@ -209,3 +209,49 @@ async fn a_send_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() 
         "only the first"
     );
 }
+
+#[tokio::test]
+async fn a_departed_owner_can_no_longer_change_who_is_in_a_group() {
+    let app = spawn_app().await;
+    let (owner, bob, carol, dave) = (
+        app.register("owner").await,
+        app.register("bob").await,
+        app.register("carol").await,
+        app.register("dave").await,
+    );
+    let conversation = app.conversation(&owner, &[&bob, &carol]).await;
+    // As the deletion's outbox delivers it; the owner's token stays valid until it expires.
+    sqlx::query("INSERT INTO messaging.departed_accounts (account_id) VALUES ($1)")
+        .bind(owner.id)
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
+    let path = format!("/v1/conversations/{conversation}/participants");
+    expect_problem(
+        app.post(&path, &owner.token, json!({"user_ids": [dave.id]}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    expect_problem(
+        app.leave(&owner, &conversation).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    let id: uuid::Uuid = conversation.parse().unwrap();
+    let members = "SELECT count(*) FROM messaging.participants WHERE conversation_id = $1";
+    assert_eq!(
+        count(&app.admin_pool, members, id).await,
+        3,
+        "nobody joined or left"
+    );
+    let notes =
+        "SELECT count(*) FROM messaging.messages WHERE kind = 'system' AND conversation_id = $1";
+    assert_eq!(
+        count(&app.admin_pool, notes, id).await,
+        0,
+        "no system message"
+    );
+}

@@ -437,3 +437,60 @@ async fn a_kept_contactability_answer_serves_until_a_suspension_or_a_block_chang
     app.unblock(&bob, &alice).await;
     app.send(&alice, &direct, "seven").await;
 }
+
+#[tokio::test]
+async fn a_retry_that_waited_for_the_first_send_under_the_lock_returns_it_and_burns_no_seq() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let conversation: uuid::Uuid = id.parse().unwrap();
+    // Another transaction holds the conversation's row lock, as a send in flight would: both
+    // attempts find no message with their key before the lock, then wait for it.
+    let mut holder = app.admin_pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM messaging.conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let attempts: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, token) = (app.client.clone(), alice.token.clone());
+            let url = format!("{}/v1/conversations/{id}/messages", app.address);
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"body": "once", "client_id": "k-1"}))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut blocked = 0_i64;
+    for _ in 0..100 {
+        blocked = sqlx::query_scalar(waiting)
+            .fetch_one(&app.admin_pool)
+            .await
+            .unwrap();
+        if blocked == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(blocked, 2, "both attempts wait for the conversation's lock");
+    holder.commit().await.unwrap();
+
+    let (mut ids, mut replays) = (Vec::new(), 0);
+    for attempt in attempts {
+        let response = attempt.await.unwrap();
+        replays += usize::from(response.headers().contains_key("idempotent-replayed"));
+        ids.push(expect_json(response, StatusCode::CREATED).await["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "the retry returns the first message");
+    assert_eq!(replays, 1, "exactly one of the two is the replay");
+    let next = app.send(&alice, &id, "next").await;
+    assert_eq!(next["seq"], 2, "the replay took no seq");
+}
