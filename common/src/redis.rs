@@ -205,17 +205,49 @@ pub async fn publish(
 /// How long connecting for a subscription, and then subscribing, may each take.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a subscription's connection is asked PING, and how long it may take to answer:
+/// a dead connection is noticed within twice this.
+pub const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// The messages published on `channel` from the moment Redis confirmed the subscription, over a
 /// connection of their own (a subscribed connection cannot serve the pool). The stream ends
-/// when that connection does.
+/// when that connection does, or when it leaves a PING, asked every `heartbeat`, unanswered for
+/// `heartbeat`.
+///
+/// A subscriber only listens, so without a question of its own it would never learn that its
+/// connection went half-open (Redis or a route between gone without a FIN or a reset): the
+/// stream would wait forever and the process would deliver nothing published after. The PING
+/// is the question; the callers reconnect when the stream ends.
 pub async fn subscribe(
     url: &str,
     channel: &str,
+    heartbeat: Duration,
 ) -> anyhow::Result<impl futures_util::Stream<Item = deadpool_redis::redis::Msg> + use<>> {
     let client = deadpool_redis::redis::Client::open(url)?;
-    let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub()).await??;
-    tokio::time::timeout(SUBSCRIBE_TIMEOUT, pubsub.subscribe(channel)).await??;
-    Ok(pubsub.into_on_message())
+    let pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub()).await??;
+    let (mut sink, messages) = pubsub.split();
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(channel)).await??;
+    let channel = channel.to_owned();
+    let unanswered = async move {
+        loop {
+            tokio::time::sleep(heartbeat).await;
+            // Subscribed, Redis answers PING with a message of its own kind: any value will do.
+            let pong = sink.ping::<deadpool_redis::redis::Value>();
+            match tokio::time::timeout(heartbeat, pong).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return tracing::warn!(%channel, error = %e, "subscription's PING failed");
+                }
+                Err(_) => {
+                    return tracing::warn!(%channel, ?heartbeat, "subscription's PING went unanswered");
+                }
+            }
+        }
+    };
+    Ok(futures_util::StreamExt::take_until(
+        messages,
+        Box::pin(unanswered),
+    ))
 }
 
 /// Checks that Redis answers PING within `timeout`.

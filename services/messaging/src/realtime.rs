@@ -8,7 +8,7 @@
 //! See docs/adr/0011-real-time-delivery.md.
 
 use common::metrics::Metrics;
-use common::redis::{publish, subscribe};
+use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -164,7 +164,7 @@ impl Hub {
 
     /// Subscribes and delivers events until the subscription ends (`Ok`), or fails to subscribe.
     async fn subscribe_once(&self, redis_url: &str) -> anyhow::Result<()> {
-        let mut messages = subscribe(redis_url, &self.channel).await?;
+        let mut messages = subscribe(redis_url, &self.channel, SUBSCRIPTION_HEARTBEAT).await?;
         tracing::info!(channel = %self.channel, "subscribed to events");
         while let Some(message) = messages.next().await {
             let payload: String = match message.get_payload() {

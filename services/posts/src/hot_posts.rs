@@ -16,7 +16,7 @@
 
 use crate::store::posts::PostRow;
 use common::metrics::Metrics;
-use common::redis::{publish, subscribe};
+use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
 use futures_util::StreamExt;
 use prometheus::IntCounter;
 use std::collections::HashMap;
@@ -245,7 +245,7 @@ impl HotPosts {
         redis_url: &str,
         first: &mut Option<tokio::sync::oneshot::Sender<()>>,
     ) -> anyhow::Result<()> {
-        let mut messages = subscribe(redis_url, &self.channel).await?;
+        let mut messages = subscribe(redis_url, &self.channel, SUBSCRIPTION_HEARTBEAT).await?;
         self.set_subscribed(true);
         if let Some(first) = first.take() {
             let _ = first.send(());
