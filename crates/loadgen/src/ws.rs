@@ -99,7 +99,7 @@ pub async fn run(
             }
         });
     }
-    let last_sent = clock
+    let clocked = clock
         .join()
         .map_err(|_| anyhow::anyhow!("the clock thread panicked"))?;
     // Whatever has not arrived five seconds after the last send is lost.
@@ -131,12 +131,12 @@ pub async fn run(
     if histogram.is_empty() {
         record(&mut histogram, Duration::from_secs(60))?;
     }
-    Ok(report(
+    report(
         "message-ws",
         &schedule,
-        last_sent,
+        &clocked,
         measured,
         errors,
         &histogram,
-    ))
+    )
 }
