@@ -432,7 +432,7 @@ impl Clocked {
     }
 }
 
-/// The report of a run on `schedule` whose last request left at `last_sent`.
+/// The report of a run on `schedule`, whose clock did what `clocked` says.
 pub fn report(
     scenario: &str,
     schedule: &Schedule,

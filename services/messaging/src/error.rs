@@ -17,6 +17,10 @@ pub enum MessagingError {
     /// Not found, or not visible to the caller (not a participant).
     #[error("not found")]
     NotFound,
+    /// The caller's account was deleted; its token is still valid until it expires, and can
+    /// write nothing more (docs/adr/0013).
+    #[error("account departed")]
+    Departed,
     /// The caller is suspended and cannot send.
     #[error("account suspended")]
     Suspended,
@@ -62,6 +66,7 @@ impl MessagingError {
             MessagingError::Validation(errors) => Problem::validation(errors.clone()),
             MessagingError::Problem(problem) => problem.clone(),
             MessagingError::NotFound => Problem::not_found(),
+            MessagingError::Departed => Problem::unauthenticated("the account no longer exists"),
             MessagingError::Suspended => {
                 Problem::new(StatusCode::FORBIDDEN, "account_suspended", "Forbidden")
                     .with_detail("this account is suspended and cannot send messages")
@@ -132,5 +137,15 @@ mod tests {
         assert_eq!(body["code"], "recipient_unavailable");
         assert_eq!(body["detail"], "this user does not accept messages");
         assert!(!body.to_string().contains("block"));
+    }
+
+    #[actix_web::test]
+    async fn a_departed_account_is_told_it_no_longer_exists() {
+        let response = MessagingError::Departed.error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap();
+        assert_eq!(body["code"], "unauthenticated");
+        assert_eq!(body["detail"], "the account no longer exists");
     }
 }

@@ -127,7 +127,7 @@ pub async fn check_contactable(
     {
         // The sender's token outlived its account (tokens stay valid until they expire).
         Err(UsersClientError::NotFound) => {
-            return Err(Problem::unauthenticated("the account no longer exists").into());
+            return Err(MessagingError::Departed);
         }
         answer => answer?,
     };
@@ -186,7 +186,7 @@ pub async fn create(
 
     let mut tx = state.db.begin().await?;
     if !accounts::hold_for_write(&mut tx, user.id).await? {
-        return Err(Problem::unauthenticated("the account no longer exists").into());
+        return Err(MessagingError::Departed);
     }
     let (id, created) = if let [other] = others[..] {
         conversations::create_direct(&mut tx, user.id, other, &domain::direct_key(user.id, other))
@@ -300,7 +300,7 @@ async fn system_message(
     let event = json!({"type": kind, "user_id": subject, "by": actor});
     match messages::append(conn, conversation, actor, "system", None, Some(event), None).await? {
         Appended::Message(message) | Appended::Replayed(message) => Ok(message.into()),
-        Appended::Departed => Err(Problem::unauthenticated("the account no longer exists").into()),
+        Appended::Departed => Err(MessagingError::Departed),
     }
 }
 

@@ -197,9 +197,7 @@ pub async fn send(
     {
         Appended::Message(message) => message,
         Appended::Replayed(first) => return Ok(replayed(first)),
-        Appended::Departed => {
-            return Err(Problem::unauthenticated("the account no longer exists").into());
-        }
+        Appended::Departed => return Err(MessagingError::Departed),
     };
     tx.commit().await?;
     let view = MessageView::from(message);
