@@ -5,32 +5,71 @@
 //! replica hands it to the sockets of those users it holds. Sockets have bounded queues: a
 //! socket that falls behind is disconnected, never allowed to slow the others, and its client
 //! catches up over REST (`after_seq`). Delivery is at most once; the database is the record.
+//! A deleted account's sockets are closed on every replica the same way: the closing travels
+//! through the channel as an envelope of its own ([`Hub::close_accounts`]).
 //! See docs/adr/0011-real-time-delivery.md.
 
+use anyhow::Context;
 use common::metrics::Metrics;
 use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// An event for some users, as it travels through Redis.
+/// An event for some users, or the closing of some accounts' sockets, as it travels through
+/// Redis.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     recipients: Vec<Uuid>,
+    #[serde(default)]
     event: serde_json::Value,
+    /// Accounts whose sockets every replica closes. A closing names no recipients, so a replica
+    /// that predates this field, reading it mid-deploy, delivers it to nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    closed_accounts: Vec<Uuid>,
+}
+
+/// Why the hub let go of a socket: what the socket tells its client as it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its queue was full: the client reconnects and catches up with `after_seq`.
+    SlowConsumer,
+    /// The account was deleted: its token, valid until it expires, opens no socket again.
+    AccountDeleted,
 }
 
 /// A socket's end of its queue.
-pub type Receiver = mpsc::Receiver<Arc<str>>;
+pub struct Receiver {
+    events: mpsc::Receiver<Arc<str>>,
+    ending: Arc<OnceLock<Ending>>,
+}
+
+impl Receiver {
+    /// The next event, or why the hub let go of this socket.
+    pub async fn recv(&mut self) -> Result<Arc<str>, Ending> {
+        match self.events.recv().await {
+            Some(event) => Ok(event),
+            // The hub sets the ending before it drops the sender; a full queue sets none.
+            None => Err(self.ending.get().copied().unwrap_or(Ending::SlowConsumer)),
+        }
+    }
+
+    /// An event already queued, if there is one.
+    pub fn try_recv(&mut self) -> Option<Arc<str>> {
+        self.events.try_recv().ok()
+    }
+}
 
 struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Arc<str>>,
+    ending: Arc<OnceLock<Ending>>,
 }
 
 /// The sockets this replica holds, and the way to every other replica.
@@ -66,14 +105,16 @@ impl Hub {
 
     /// Registers a socket of `user`; returns its id and the receiving end of its queue.
     pub fn register(&self, user: Uuid) -> (u64, Receiver) {
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, events) = mpsc::channel(self.queue);
+        let ending = Arc::new(OnceLock::new());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(user)
-            .or_default()
-            .push(Subscriber { id, tx });
+        self.lock().entry(user).or_default().push(Subscriber {
+            id,
+            tx,
+            ending: Arc::clone(&ending),
+        });
         self.metrics.ws_connections.inc();
-        (id, rx)
+        (id, Receiver { events, ending })
     }
 
     /// Forgets a socket.
@@ -120,13 +161,68 @@ impl Hub {
         sockets.retain(|_, list| !list.is_empty());
     }
 
+    /// Lets go of this replica's sockets of `accounts`, each told why.
+    fn close_locally(&self, accounts: &[Uuid], ending: Ending) {
+        let mut sockets = self.lock();
+        for account in accounts {
+            for socket in sockets.remove(account).unwrap_or_default() {
+                // Set before the sender drops with `socket`, so the receiver finds it.
+                let _ = socket.ending.set(ending);
+                tracing::info!(user_id = %account, socket = socket.id, ?ending, "socket let go");
+            }
+        }
+    }
+
+    /// Closes the sockets of deleted `accounts` on every replica. This replica's close at once;
+    /// the others', when the closing reaches them through Redis. An error means Redis did not
+    /// take it: the caller must try again (the users service's outbox does), or the other
+    /// replicas' sockets stay open until their tokens expire.
+    pub async fn close_accounts(&self, accounts: Vec<Uuid>) -> anyhow::Result<()> {
+        self.close_locally(&accounts, Ending::AccountDeleted);
+        let envelope = Envelope {
+            recipients: Vec::new(),
+            event: serde_json::Value::Null,
+            closed_accounts: accounts,
+        };
+        let payload = serde_json::to_string(&envelope)?;
+        publish(&self.redis, self.redis_timeout, &self.channel, &payload)
+            .await
+            .inspect_err(|_| {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["publish"])
+                    .inc();
+            })
+    }
+
+    /// Closes this replica's sockets of accounts recorded as deleted. A closing published while
+    /// this replica was not subscribed never reaches it (pub/sub keeps nothing), so each
+    /// subscription starts with this, once Redis has confirmed it: a deletion whose closing was
+    /// published before that committed before this reads, and one published after reaches the
+    /// subscription.
+    async fn close_departed(&self, db: &PgPool) -> anyhow::Result<()> {
+        let held: Vec<Uuid> = self.lock().keys().copied().collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let departed = crate::store::accounts::departed_among(db, &held)
+            .await
+            .context("reading which accounts with sockets here were deleted")?;
+        self.close_locally(&departed, Ending::AccountDeleted);
+        Ok(())
+    }
+
     /// Publishes an event to every replica. If Redis cannot take it, this replica's sockets
     /// still get it; clients elsewhere catch up over REST.
     pub async fn publish(&self, recipients: Vec<Uuid>, event: serde_json::Value) {
         if recipients.is_empty() {
             return;
         }
-        let envelope = Envelope { recipients, event };
+        let envelope = Envelope {
+            recipients,
+            event,
+            closed_accounts: Vec::new(),
+        };
         let payload = match serde_json::to_string(&envelope) {
             Ok(payload) => payload,
             Err(e) => return tracing::error!(error = %e, "event not serialisable"),
@@ -143,12 +239,14 @@ impl Hub {
     }
 
     /// Subscribes to the channel for as long as the process runs, reconnecting with backoff.
-    pub fn spawn_subscriber(self: &Arc<Self>, redis_url: String) {
+    /// `db` is where deletions are recorded: each subscription starts by closing the sockets of
+    /// accounts deleted while it was down ([`Hub::close_departed`]).
+    pub fn spawn_subscriber(self: &Arc<Self>, redis_url: String, db: PgPool) {
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match hub.subscribe_once(&redis_url).await {
+                match hub.subscribe_once(&redis_url, &db).await {
                     // It had subscribed: the next attempt starts from the shortest wait again.
                     Ok(()) => {
                         tracing::warn!("event subscription ended; reconnecting");
@@ -162,10 +260,12 @@ impl Hub {
         });
     }
 
-    /// Subscribes and delivers events until the subscription ends (`Ok`), or fails to subscribe.
-    async fn subscribe_once(&self, redis_url: &str) -> anyhow::Result<()> {
+    /// Subscribes and delivers events until the subscription ends (`Ok`), or fails to subscribe
+    /// or to close the sockets of accounts deleted meanwhile.
+    async fn subscribe_once(&self, redis_url: &str, db: &PgPool) -> anyhow::Result<()> {
         let mut messages = subscribe(redis_url, &self.channel, SUBSCRIPTION_HEARTBEAT).await?;
         tracing::info!(channel = %self.channel, "subscribed to events");
+        self.close_departed(db).await?;
         while let Some(message) = messages.next().await {
             let payload: String = match message.get_payload() {
                 Ok(payload) => payload,
@@ -176,8 +276,11 @@ impl Hub {
             };
             match serde_json::from_str::<Envelope>(&payload) {
                 Ok(envelope) => {
-                    let event: Arc<str> = Arc::from(envelope.event.to_string());
-                    self.deliver_locally(&envelope.recipients, &event);
+                    self.close_locally(&envelope.closed_accounts, Ending::AccountDeleted);
+                    if !envelope.recipients.is_empty() {
+                        let event: Arc<str> = Arc::from(envelope.event.to_string());
+                        self.deliver_locally(&envelope.recipients, &event);
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "malformed event"),
             }
@@ -212,7 +315,7 @@ mod tests {
         hub.deliver_locally(&[alice], &Arc::from("hello"));
         assert_eq!(&*a1.recv().await.unwrap(), "hello");
         assert_eq!(&*a2.recv().await.unwrap(), "hello");
-        assert!(b.try_recv().is_err());
+        assert!(b.try_recv().is_none());
     }
 
     #[tokio::test]
@@ -228,7 +331,11 @@ mod tests {
         assert_eq!(hub.dropped_slow_consumers(), 1);
         assert_eq!(&*slow.recv().await.unwrap(), "e0");
         assert_eq!(&*slow.recv().await.unwrap(), "e1");
-        assert!(slow.recv().await.is_none(), "its queue was closed");
+        assert_eq!(
+            slow.recv().await.unwrap_err(),
+            Ending::SlowConsumer,
+            "its queue was closed"
+        );
     }
 
     #[tokio::test]
@@ -239,5 +346,50 @@ mod tests {
         hub.publish(vec![user], serde_json::json!({"type": "x"}))
             .await;
         assert_eq!(&*rx.recv().await.unwrap(), r#"{"type":"x"}"#);
+    }
+
+    #[tokio::test]
+    async fn closing_an_account_ends_its_sockets_with_the_reason_and_no_others() {
+        let hub = hub(4);
+        let (leaving, staying) = (Uuid::now_v7(), Uuid::now_v7());
+        let (_, mut first) = hub.register(leaving);
+        let (_, mut second) = hub.register(leaving);
+        let (_, mut other) = hub.register(staying);
+        hub.deliver_locally(&[leaving], &Arc::from("before"));
+        // Redis is unreachable here: this replica's sockets close all the same, and the caller
+        // hears that the other replicas were not told.
+        let told = hub.close_accounts(vec![leaving]).await;
+        assert!(told.is_err(), "an unreachable Redis is reported");
+        assert_eq!(
+            &*first.recv().await.unwrap(),
+            "before",
+            "what was queued is kept"
+        );
+        assert_eq!(first.recv().await.unwrap_err(), Ending::AccountDeleted);
+        assert_eq!(&*second.recv().await.unwrap(), "before");
+        assert_eq!(second.recv().await.unwrap_err(), Ending::AccountDeleted);
+        hub.deliver_locally(&[staying], &Arc::from("after"));
+        assert_eq!(&*other.recv().await.unwrap(), "after");
+    }
+
+    #[test]
+    fn a_closing_names_no_recipients_so_older_replicas_deliver_it_to_nobody() {
+        let account = Uuid::now_v7();
+        let envelope = Envelope {
+            recipients: Vec::new(),
+            event: serde_json::Value::Null,
+            closed_accounts: vec![account],
+        };
+        let wire: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&envelope).unwrap()).unwrap();
+        assert_eq!(wire["recipients"], serde_json::json!([]));
+        assert_eq!(wire["closed_accounts"], serde_json::json!([account]));
+        // And an event from an older replica, without the field, still reads.
+        let older: Envelope = serde_json::from_str(&format!(
+            r#"{{"recipients":["{account}"],"event":{{"type":"x"}}}}"#
+        ))
+        .unwrap();
+        assert!(older.closed_accounts.is_empty());
+        assert_eq!(older.recipients, vec![account]);
     }
 }

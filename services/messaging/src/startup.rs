@@ -93,7 +93,7 @@ impl Application {
             settings.stream.send_queue,
             infra.metrics.clone().into_inner(),
         );
-        hub.spawn_subscriber(base.redis.url.clone());
+        hub.spawn_subscriber(base.redis.url.clone(), infra.db.clone());
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             users: UsersClient::new(&settings.users)?

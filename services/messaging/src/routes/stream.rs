@@ -3,12 +3,15 @@
 //! Authentication, in order: the `Authorization: Bearer` header; the sub-protocol pair a
 //! browser can send (`new WebSocket(url, ["bearer", token])`, answered with protocol `bearer`);
 //! the `access_token` query parameter. The socket closes when the token expires, when the client
-//! stops answering pings, when it floods us, or when it falls too far behind (it then catches up
-//! with `GET /v1/conversations/{id}/messages?after_seq=`).
+//! stops answering pings, when it floods us, when it falls too far behind (it then catches up
+//! with `GET /v1/conversations/{id}/messages?after_seq=`), or when its account is deleted (a
+//! deleted account's token, valid until it expires, opens no socket).
 
 use crate::config::StreamSettings;
-use crate::realtime::{Hub, Receiver};
+use crate::error::MessagingError;
+use crate::realtime::{Ending, Hub, Receiver};
 use crate::startup::AppState;
+use crate::store::accounts;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
@@ -60,7 +63,7 @@ fn token_of(req: &HttpRequest, query: &StreamQuery) -> Result<String, Problem> {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token, or the account was deleted", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/stream")]
@@ -77,6 +80,19 @@ pub async fn stream(
         .map_err(|e| Problem::bad_request("websocket_handshake_required", e.to_string()))?;
     let messages = messages.max_frame_size(state.stream.max_frame_bytes);
     let (socket, queue) = state.hub.register(user.id);
+    // Registered first, then checked: a deletion that commits after the check finds the socket
+    // registered when its closing arrives, so it is closed either way.
+    let departed = match accounts::is_departed(&state.db, user.id).await {
+        Ok(departed) => departed,
+        Err(e) => {
+            state.hub.unregister(user.id, socket);
+            return Err(MessagingError::from(e).into());
+        }
+    };
+    if departed {
+        state.hub.unregister(user.id, socket);
+        return Err(MessagingError::Departed.into());
+    }
     let expires_in = Duration::from_secs(
         u64::try_from(user.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),
     );
@@ -142,8 +158,9 @@ impl Socket {
                     None => break None,
                 },
                 event = queue.recv() => match event {
-                    Some(text) => if session.text(&*text).await.is_err() { break None; },
-                    None => break reason(CloseCode::Again, "slow consumer: reconnect and catch up with after_seq"),
+                    Ok(text) => if session.text(&*text).await.is_err() { break None; },
+                    Err(Ending::SlowConsumer) => break reason(CloseCode::Again, "slow consumer: reconnect and catch up with after_seq"),
+                    Err(Ending::AccountDeleted) => break reason(CloseCode::Policy, "account deleted"),
                 },
                 _ = heartbeat.tick() => {
                     if last_seen.elapsed() > self.settings.client_timeout {

@@ -3,7 +3,7 @@
 
 use super::messages;
 use common::db::{AccountLock, lock_account};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// Takes `account`'s write lock in shared mode until the transaction ends, and says whether the
@@ -21,6 +21,31 @@ pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bo
         account
     )
     .fetch_one(&mut *conn)
+    .await
+}
+
+/// Whether the users service reported `account` deleted.
+#[tracing::instrument(skip_all, err)]
+pub async fn is_departed(db: impl PgExecutor<'_>, account: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM messaging.departed_accounts WHERE account_id = $1) AS "departed!""#,
+        account
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Those of `accounts` the users service reported deleted.
+#[tracing::instrument(skip_all, fields(accounts = accounts.len()), err)]
+pub async fn departed_among(
+    db: impl PgExecutor<'_>,
+    accounts: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT account_id FROM messaging.departed_accounts WHERE account_id = ANY($1)"#,
+        accounts
+    )
+    .fetch_all(db)
     .await
 }
 

@@ -390,8 +390,9 @@ async fn event_within(socket: &mut Socket, within: Duration) -> Option<Value> {
     }
 }
 
-#[tokio::test]
-async fn with_redis_down_messages_are_still_stored_and_caught_up_and_live_delivery_returns() {
+/// The replicas reach Redis through a fault proxy (users reaches it directly), with a short
+/// Redis timeout.
+async fn spawn_app_behind_redis_proxy() -> (faultproxy::FaultProxy, TestApp) {
     let redis = faultproxy::FaultProxy::start(([127, 0, 0, 1], 6379).into())
         .await
         .unwrap();
@@ -404,6 +405,12 @@ async fn with_redis_down_messages_are_still_stored_and_caught_up_and_live_delive
         ],
     )
     .await;
+    (redis, app)
+}
+
+#[tokio::test]
+async fn with_redis_down_messages_are_still_stored_and_caught_up_and_live_delivery_returns() {
+    let (redis, app) = spawn_app_behind_redis_proxy().await;
     let (alice, bob) = (app.register("alice").await, app.register("bob").await);
     let id = app.conversation(&alice, &[&bob]).await;
     let mut bob_on_b = connect(&app.address_b, &bob.token).await;
@@ -494,5 +501,113 @@ async fn a_client_sending_frames_too_large_or_too_many_is_disconnected() {
     assert_eq!(
         (close.code, close.reason.as_str()),
         (CloseCode::Policy, "too many messages")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_sockets_close_on_every_replica_and_its_token_opens_no_more() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let carol = app.register("carol").await;
+    let id = app.conversation(&alice, &[&carol]).await;
+    let mut bob_on_a = connect(&app.address, &bob.token).await;
+    let mut bob_on_b = connect(&app.address_b, &bob.token).await;
+    let mut carol_on_b = connect(&app.address_b, &carol.token).await;
+
+    // The users service's outbox delivers the deletion to replica A alone.
+    let deleted = app
+        .users_call(
+            reqwest::Method::DELETE,
+            "/v1/users/me",
+            Some(&bob.token),
+            Some(json!({"password": "password-123"})),
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for socket in [&mut bob_on_a, &mut bob_on_b] {
+        let close = close_of(socket).await.expect("a close frame with a reason");
+        assert_eq!(close.code, CloseCode::Policy);
+        assert_eq!(close.reason.as_str(), "account deleted");
+    }
+
+    // Another account's socket on the same replica is untouched.
+    let sent = app.send(&alice, &id, "still here").await;
+    let event = next_event(&mut carol_on_b).await;
+    assert_eq!(event["message"]["id"], sent["id"]);
+
+    // The deleted account's token is still valid, but opens no socket on either replica.
+    for address in [&app.address, &app.address_b] {
+        let ws = address.replace("http", "ws");
+        match tokio_tungstenite::connect_async(format!("{ws}/v1/stream?access_token={}", bob.token))
+            .await
+        {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "application/problem+json"
+                );
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["detail"], "the account no longer exists", "{body}");
+            }
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+}
+
+/// Pub/sub keeps nothing: a replica whose subscription was down when a deletion's closing was
+/// published closes the account's sockets when it subscribes again. The deletion handler
+/// answers 503 while Redis cannot take the closing, so the outbox tries again.
+#[tokio::test]
+async fn a_closing_missed_while_redis_was_down_is_made_when_the_replica_subscribes_again() {
+    let (redis, app) = spawn_app_behind_redis_proxy().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let mut bob_on_b = connect(&app.address_b, &bob.token).await;
+    let mut alice_on_b = connect(&app.address_b, &alice.token).await;
+
+    redis.set(faultproxy::Fault::Down);
+    // As the users service's outbox would deliver it, to replica A.
+    let users = test_support::tokens::valid(&test_support::tokens::claims(
+        bob.id,
+        json!({"sub": "svc:users", "aud": "social-internal", "role": "service"}),
+    ));
+    let path = format!("/internal/v1/accounts/{}/deletion", bob.id);
+    let refused = app
+        .request(reqwest::Method::POST, &path, Some(&users), None)
+        .await;
+    expect_problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    // The deletion itself is recorded; only the other replicas' closing is owed.
+    let recorded = "SELECT count(*) FROM messaging.departed_accounts WHERE account_id = $1";
+    assert_eq!(
+        test_support::db::count(&app.admin_pool, recorded, bob.id).await,
+        1
+    );
+
+    redis.set(faultproxy::Fault::None);
+    // Within close_of's five seconds: B resubscribes within its first backoffs.
+    let close = close_of(&mut bob_on_b)
+        .await
+        .expect("a close frame with a reason");
+    assert_eq!(close.reason.as_str(), "account deleted");
+    assert!(
+        event_within(&mut alice_on_b, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "another account's socket is still open and quiet"
+    );
+
+    let retried = app
+        .request(reqwest::Method::POST, &path, Some(&users), None)
+        .await;
+    assert_eq!(
+        retried.status(),
+        StatusCode::NO_CONTENT,
+        "the retry succeeds"
     );
 }
