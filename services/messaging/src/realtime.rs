@@ -179,12 +179,17 @@ impl Hub {
     /// replicas' sockets stay open until their tokens expire.
     pub async fn close_accounts(&self, accounts: Vec<Uuid>) -> anyhow::Result<()> {
         self.close_locally(&accounts, Ending::AccountDeleted);
-        let envelope = Envelope {
+        self.send(&Envelope {
             recipients: Vec::new(),
             event: serde_json::Value::Null,
             closed_accounts: accounts,
-        };
-        let payload = serde_json::to_string(&envelope)?;
+        })
+        .await
+    }
+
+    /// Publishes `envelope` to every replica, this one included; a failure of Redis is counted.
+    async fn send(&self, envelope: &Envelope) -> anyhow::Result<()> {
+        let payload = serde_json::to_string(envelope)?;
         publish(&self.redis, self.redis_timeout, &self.channel, &payload)
             .await
             .inspect_err(|_| {
@@ -223,15 +228,7 @@ impl Hub {
             event,
             closed_accounts: Vec::new(),
         };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(payload) => payload,
-            Err(e) => return tracing::error!(error = %e, "event not serialisable"),
-        };
-        if let Err(e) = publish(&self.redis, self.redis_timeout, &self.channel, &payload).await {
-            self.metrics
-                .redis_errors
-                .with_label_values(&["publish"])
-                .inc();
+        if let Err(e) = self.send(&envelope).await {
             tracing::warn!(error = %e, "publishing to Redis failed; delivering on this replica only");
             let event: Arc<str> = Arc::from(envelope.event.to_string());
             self.deliver_locally(&envelope.recipients, &event);

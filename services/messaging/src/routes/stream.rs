@@ -82,16 +82,14 @@ pub async fn stream(
     let (socket, queue) = state.hub.register(user.id);
     // Registered first, then checked: a deletion that commits after the check finds the socket
     // registered when its closing arrives, so it is closed either way.
-    let departed = match accounts::is_departed(&state.db, user.id).await {
-        Ok(departed) => departed,
-        Err(e) => {
-            state.hub.unregister(user.id, socket);
-            return Err(MessagingError::from(e).into());
-        }
+    let refusal = match accounts::is_departed(&state.db, user.id).await {
+        Ok(false) => None,
+        Ok(true) => Some(MessagingError::Departed),
+        Err(e) => Some(MessagingError::from(e)),
     };
-    if departed {
+    if let Some(refusal) = refusal {
         state.hub.unregister(user.id, socket);
-        return Err(MessagingError::Departed.into());
+        return Err(refusal.into());
     }
     let expires_in = Duration::from_secs(
         u64::try_from(user.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),

@@ -16,12 +16,7 @@ pub async fn hold_for_write(conn: &mut PgConnection, account: Uuid) -> Result<bo
     lock_account(&mut *conn, account, AccountLock::Write).await?;
     // A statement of its own: under READ COMMITTED it takes a snapshot after the lock is
     // granted, so it sees a deletion that committed while we waited.
-    sqlx::query_scalar!(
-        r#"SELECT NOT EXISTS (SELECT 1 FROM messaging.departed_accounts WHERE account_id = $1) AS "present!""#,
-        account
-    )
-    .fetch_one(&mut *conn)
-    .await
+    Ok(!is_departed(&mut *conn, account).await?)
 }
 
 /// Whether the users service reported `account` deleted.
