@@ -27,6 +27,12 @@ pub struct Settings {
     /// bounds only what a change whose publish failed leaves stale
     /// (docs/adr/0027-posts-in-process.md).
     pub post_cache_ttl: Duration,
+    /// `FEED_HEADS_HELD` (default 10000; 0 holds none): how many of the newest author heads
+    /// each process holds for first feed pages (docs/adr/0028-heads-in-process.md).
+    pub feed_heads_held: usize,
+    /// `FEED_HEADS_RELOAD_SECS` (default 30): how often they are loaded again; this bounds only
+    /// how long a post whose publish failed stays out of first feed pages on other processes.
+    pub feed_heads_reload: Duration,
     /// `SERVICE_CLIENT_ID` / `SERVICE_CLIENT_SECRET`: this service's credentials for the users
     /// service's internal endpoints (moderation reports).
     pub credentials: ServiceCredentials,
@@ -51,6 +57,8 @@ impl Settings {
             author_cache_ttl: env.seconds("AUTHOR_CACHE_TTL_SECS", 60)?,
             followees_cache_ttl: env.seconds("FOLLOWEES_CACHE_TTL_SECS", 3600)?,
             post_cache_ttl: env.seconds("POST_CACHE_TTL_SECS", 30)?,
+            feed_heads_held: env.parse("FEED_HEADS_HELD", 10_000)?,
+            feed_heads_reload: env.seconds("FEED_HEADS_RELOAD_SECS", 30)?,
             credentials: ServiceCredentials {
                 client_id: env.string("SERVICE_CLIENT_ID", "posts"),
                 client_secret: env.secret("SERVICE_CLIENT_SECRET", "posts-dev-secret"),

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod hot_posts;
+pub mod recent_heads;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::hot_posts::HotPosts;
+use crate::recent_heads::RecentHeads;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -29,6 +30,9 @@ pub struct AppState {
     /// Posts as readers who are not signed in see them, kept until a change is heard
     /// (docs/adr/0027-posts-in-process.md).
     pub hot_posts: Arc<HotPosts>,
+    /// The newest author heads, held so that a first feed page reads only the followees that
+    /// can be on it (docs/adr/0028-heads-in-process.md).
+    pub recent_heads: Arc<RecentHeads>,
     /// Request quotas, counted in Redis.
     pub limiter: web::Data<RateLimiter>,
     /// Posts one account may write.
@@ -112,11 +116,27 @@ impl Application {
         hot_posts
             .start(base.redis.url.clone(), std::time::Duration::from_secs(2))
             .await;
+        let recent_heads = Arc::new(RecentHeads::new(
+            settings.feed_heads_held,
+            settings.feed_heads_reload,
+            &base.redis.key_prefix,
+            infra.redis.clone(),
+            base.redis.timeout,
+            infra.metrics.clone().into_inner(),
+        ));
+        recent_heads
+            .start(
+                base.redis.url.clone(),
+                infra.db.clone(),
+                std::time::Duration::from_secs(2),
+            )
+            .await;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             statements,
             directory,
             hot_posts,
+            recent_heads,
             limiter: infra.limiter.clone(),
             post_create: settings.post_create,
         });

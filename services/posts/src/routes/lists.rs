@@ -226,11 +226,19 @@ pub async fn feed(
     }
     let before = start_of(&request, query.before);
     let exclude_replies = query.exclude_replies.unwrap_or(false);
+    let limit = request.fetch_limit();
+    let plan = state.recent_heads.plan(
+        &authors,
+        user.id,
+        before,
+        exclude_replies,
+        usize::try_from(limit).unwrap_or(0),
+    );
     let rows = state
         .statements
         .run(async |db| {
-            let limit = request.fetch_limit();
-            feed_store::page(db, &authors, before, exclude_replies, limit, user.id).await
+            let plan = plan.as_ref();
+            feed_store::page(db, &authors, plan, before, exclude_replies, limit, user.id).await
         })
         .await?;
     let page = page_of(&state, rows, &request, Some(user.id), &req).await?;

@@ -3,6 +3,7 @@
 use crate::domain::{IdempotencyKey, PostText};
 use crate::error::PostsError;
 use crate::hot_posts::Change;
+use crate::recent_heads::Posted;
 use crate::startup::AppState;
 use crate::store::{accounts, idempotency, likes, posts};
 use crate::views::{self, PostView};
@@ -138,9 +139,17 @@ pub async fn create(
         idempotency::store(&mut tx, user.id, key.as_str(), &request_hash, &stored).await?;
     }
     tx.commit().await?;
-    if let Some(parent) = view.reply_to {
-        state.hot_posts.publish(&[Change::Post(parent)]).await;
-    }
+    let posted = Posted {
+        author: user.id,
+        at: view.created_at,
+        root: view.reply_to.is_none(),
+    };
+    let parent_changed = async {
+        if let Some(parent) = view.reply_to {
+            state.hot_posts.publish(&[Change::Post(parent)]).await;
+        }
+    };
+    futures_util::future::join(state.recent_heads.publish(posted), parent_changed).await;
     Ok(HttpResponse::Created().json(view))
 }
 

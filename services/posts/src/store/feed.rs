@@ -14,10 +14,25 @@
 //!
 //! Heads may be later than the newest surviving post (deletions): that only weakens the
 //! pruning (or, in [`recent`], makes it decline), never the result.
+//!
+//! Before either, when the heads held in the process can tell which followees reach the page
+//! ([`crate::recent_heads`], docs/adr/0028-heads-in-process.md), [`above_floor`] reads only
+//! those: no followee id list crosses to PostgreSQL.
 
 use super::posts::{Position, PostRow};
+use crate::recent_heads::Head;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
+
+/// What the heads held in the process say of a page: only `authors` can have a post on it, and
+/// none of their posts before `floor` can. The page is proven once `limit` posts reach the
+/// floor ([`above_floor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub authors: Vec<Uuid>,
+    pub floor: DateTime<Utc>,
+}
 
 /// How many heads [`recent`] walks for a reader with `followees` followees. The fewer one
 /// follows, the further down the walk must go to meet `limit` of them; past these bounds the
@@ -29,16 +44,25 @@ pub fn walk_for(followees: usize) -> i64 {
 }
 
 /// The newest `limit` posts by `authors` strictly before `before`, with whether `reader` likes
-/// each: [`recent`] when it can answer, else [`pruned`].
+/// each: from `plan`'s authors when they fill the page ([`above_floor`]), else [`recent`] when
+/// it can answer, else [`pruned`].
 #[tracing::instrument(skip_all, fields(authors = authors.len(), limit, path), err)]
 pub async fn page(
     db: &mut PgConnection,
     authors: &[Uuid],
+    plan: Option<&Plan>,
     before: Position,
     exclude_replies: bool,
     limit: i64,
     reader: Uuid,
 ) -> Result<Vec<PostRow>, sqlx::Error> {
+    if let Some(plan) = plan
+        && let Some(rows) =
+            above_floor(&mut *db, plan, before, exclude_replies, limit, reader).await?
+    {
+        tracing::Span::current().record("path", "held_heads");
+        return Ok(rows);
+    }
     let walk = walk_for(authors.len());
     if let Some(rows) = recent(
         &mut *db,
@@ -56,6 +80,87 @@ pub async fn page(
     }
     tracing::Span::current().record("path", "pruned");
     pruned(db, authors, before, exclude_replies, limit, reader).await
+}
+
+/// The newest `limit` posts by `plan.authors` strictly before `before` and not before
+/// `plan.floor`, or `None` when fewer than `limit` reach the floor: then a head above its
+/// author's newest post (a deletion) may have set it too high, and the page is not proven.
+#[tracing::instrument(skip_all, fields(authors = plan.authors.len(), limit), err)]
+pub async fn above_floor(
+    db: impl PgExecutor<'_>,
+    plan: &Plan,
+    before: Position,
+    exclude_replies: bool,
+    limit: i64,
+    reader: Uuid,
+) -> Result<Option<Vec<PostRow>>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        PostRow,
+        r#"WITH page AS (
+               SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
+               FROM unnest($1::uuid[]) AS a(author_id)
+               CROSS JOIN LATERAL (
+                   SELECT p.id, p.author_id, p.text, p.reply_to, p.created_at, p.edited_at, p.like_count, p.reply_count
+                   FROM posts.posts p
+                   WHERE p.author_id = a.author_id
+                     AND (p.created_at, p.id) < ($2::timestamptz, $3::uuid)
+                     AND p.created_at >= $6
+                     AND (NOT $4 OR p.reply_to IS NULL)
+                   ORDER BY p.created_at DESC, p.id DESC
+                   LIMIT $5
+               ) p
+               ORDER BY p.created_at DESC, p.id DESC
+               LIMIT $5
+           )
+           -- The reader's likes, probed for the page's rows only.
+           SELECT page.id AS "id!", page.author_id AS "author_id!", page.text AS "text!",
+                  page.reply_to, page.created_at AS "created_at!", page.edited_at,
+                  page.like_count AS "like_count!", page.reply_count AS "reply_count!",
+                  EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = page.id AND l.user_id = $7)
+                      AS "liked_by_me?"
+           FROM page
+           ORDER BY page.created_at DESC, page.id DESC"#,
+        &plan.authors,
+        before.0,
+        before.1,
+        exclude_replies,
+        limit,
+        plan.floor,
+        reader,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok((rows.len() as i64 >= limit).then_some(rows))
+}
+
+/// The newest `limit` author heads of the service, newest first: what each process holds
+/// ([`crate::recent_heads`]).
+#[tracing::instrument(skip_all, fields(limit), err)]
+pub async fn newest_heads(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Head)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT author_id, last_post_at, last_root_post_at
+           FROM posts.author_heads
+           ORDER BY last_post_at DESC
+           LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.author_id,
+                Head {
+                    last_post_at: r.last_post_at,
+                    last_root_post_at: r.last_root_post_at,
+                },
+            )
+        })
+        .collect())
 }
 
 /// The page from the newest `walk` heads of the service, or `None` when they cannot prove it

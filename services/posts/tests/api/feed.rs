@@ -1,5 +1,5 @@
 //! The home feed: fan-out on read, read-your-writes, stable pages, exactness of the pruned
-//! query, and behaviour when the users service is down.
+//! query and of the heads held in each process, and behaviour when the users service is down.
 
 use crate::helpers::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -268,6 +268,30 @@ impl Lcg {
     }
 }
 
+/// The first seven posts by `followees` before `before`, with whether `reader` likes each, by
+/// the plan every feed statement must agree with: read them all and sort.
+async fn naive_page(
+    pool: &sqlx::PgPool,
+    followees: &[Uuid],
+    before: (DateTime<Utc>, Uuid),
+    exclude_replies: bool,
+    reader: Uuid,
+) -> Vec<(Uuid, Option<bool>)> {
+    sqlx::query_as(
+        "SELECT id, EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = p.id AND l.user_id = $5)
+           FROM posts.posts p WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
+           AND (NOT $4 OR reply_to IS NULL) ORDER BY created_at DESC, id DESC LIMIT 7",
+    )
+    .bind(followees)
+    .bind(before.0)
+    .bind(before.1)
+    .bind(exclude_replies)
+    .bind(reader)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     let app = spawn_app().await;
@@ -309,6 +333,9 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     .unwrap();
     sqlx::query("UPDATE posts.author_heads SET last_post_at = last_post_at + interval '30 days' WHERE author_id = $1")
         .bind(authors[1]).execute(pool).await.unwrap();
+    // An author whose every post was deleted: a head with nothing under it.
+    sqlx::query("INSERT INTO posts.author_heads (author_id, last_post_at, last_root_post_at) VALUES ($1, $2, $2)")
+        .bind(authors[4]).bind(start + Duration::days(200)).execute(pool).await.unwrap();
     // The reader likes about a third of the posts; the statements say which.
     let reader = Uuid::now_v7();
     sqlx::query("INSERT INTO posts.likes (post_id, user_id) SELECT id, $1 FROM posts.posts WHERE get_byte(uuid_send(id), 15) % 3 = 0")
@@ -320,6 +347,9 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
         authors[2..6].to_vec(),
         authors[3..4].to_vec(),
         vec![],
+        // The empty head, and seven authors of one post each: a page of seven is not proven
+        // from their heads.
+        [4, 3, 8, 13, 18, 23, 28, 33].map(|i| authors[i]).to_vec(),
     ];
     // How often the walk over recent heads answered, and how often it left the page to the
     // fallback: both must happen for the check to mean anything.
@@ -333,9 +363,17 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
             for _page in 0..15 {
                 use posts::store::feed;
                 let mut conn = pool.acquire().await.unwrap();
-                let got = feed::page(&mut conn, followees, before, exclude_replies, 7, reader)
-                    .await
-                    .unwrap();
+                let got = feed::page(
+                    &mut conn,
+                    followees,
+                    None,
+                    before,
+                    exclude_replies,
+                    7,
+                    reader,
+                )
+                .await
+                .unwrap();
                 let pruned = feed::pruned(pool, followees, before, exclude_replies, 7, reader)
                     .await
                     .unwrap();
@@ -357,13 +395,7 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
                         None => declined += 1,
                     }
                 }
-                let expected: Vec<(Uuid, Option<bool>)> = sqlx::query_as(
-                    "SELECT id, EXISTS (SELECT 1 FROM posts.likes l WHERE l.post_id = p.id AND l.user_id = $5)
-                       FROM posts.posts p WHERE author_id = ANY($1) AND (created_at, id) < ($2, $3)
-                       AND (NOT $4 OR reply_to IS NULL) ORDER BY created_at DESC, id DESC LIMIT 7",
-                )
-                .bind(followees).bind(before.0).bind(before.1).bind(exclude_replies).bind(reader)
-                .fetch_all(pool).await.unwrap();
+                let expected = naive_page(pool, followees, before, exclude_replies, reader).await;
                 assert_eq!(ids(&got), expected, "followees {followees:?}");
                 assert_eq!(ids(&pruned), expected, "pruned, followees {followees:?}");
                 for (walk, rows) in walks {
@@ -380,6 +412,82 @@ async fn both_feed_statements_return_exactly_what_the_naive_query_returns() {
     assert!(
         answered > 20 && declined > 20,
         "answered {answered}, declined {declined}"
+    );
+
+    // The heads a process holds (docs/adr/0028), from one head to all of them: the fewer, the
+    // higher the edge, and the more often they cannot tell. They plan pages that start above
+    // every followee's head: the first, and some that start at a point in time.
+    let mut held = Vec::new();
+    for capacity in [1, 2, 3, 5, 8, 13, 21, 30, 1000] {
+        let heads = posts::recent_heads::RecentHeads::new(
+            capacity,
+            std::time::Duration::from_secs(30),
+            "t:",
+            test_support::redis::unreachable_pool(),
+            std::time::Duration::from_millis(50),
+            std::sync::Arc::new(common::metrics::Metrics::new().unwrap()),
+        );
+        heads.load(pool).await.unwrap();
+        held.push((capacity, heads));
+    }
+    let starts = [
+        Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap(),
+        start + Duration::days(95),
+        start + Duration::days(91),
+        start + Duration::days(60),
+        start + Duration::days(20),
+    ];
+    // Plans made, pages they proved, and pages left to the statements because too few posts
+    // reached the floor (the stale head).
+    let (mut planned, mut proven, mut unproven) = (0, 0, 0);
+    for followees in &readers {
+        for exclude_replies in [false, true] {
+            for at in starts {
+                use posts::store::feed;
+                let before = (at, Uuid::nil());
+                let expected = naive_page(pool, followees, before, exclude_replies, reader).await;
+                let ids = |rows: &[posts::store::posts::PostRow]| {
+                    rows.iter()
+                        .map(|p| (p.id, p.liked_by_me))
+                        .collect::<Vec<_>>()
+                };
+                for (capacity, heads) in &held {
+                    let Some(plan) = heads.plan(followees, reader, before, exclude_replies, 7)
+                    else {
+                        continue;
+                    };
+                    planned += 1;
+                    let what = format!("capacity {capacity}, before {at}, followees {followees:?}");
+                    match feed::above_floor(pool, &plan, before, exclude_replies, 7, reader)
+                        .await
+                        .unwrap()
+                    {
+                        Some(rows) => {
+                            proven += 1;
+                            assert_eq!(ids(&rows), expected, "{what}");
+                        }
+                        None => unproven += 1,
+                    }
+                    let mut conn = pool.acquire().await.unwrap();
+                    let page = feed::page(
+                        &mut conn,
+                        followees,
+                        Some(&plan),
+                        before,
+                        exclude_replies,
+                        7,
+                        reader,
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(ids(&page), expected, "page, {what}");
+                }
+            }
+        }
+    }
+    assert!(
+        proven > 10 && unproven > 0 && planned > proven,
+        "planned {planned}, proven {proven}, unproven {unproven}"
     );
 }
 
@@ -443,6 +551,7 @@ async fn the_walk_over_recent_heads_declines_when_a_stale_head_misplaces_the_flo
     let page = feed::page(
         &mut pool.acquire().await.unwrap(),
         &followees,
+        None,
         top,
         false,
         2,

@@ -212,6 +212,30 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Writes a post straight in the posts schema, `minutes_ago`, and moves its author's head
+    /// as the service would; no process hears of it.
+    pub async fn post_behind_the_service(&self, author: &TestUser, text: &str, minutes_ago: i64) {
+        sqlx::query(
+            "WITH post AS (
+                 INSERT INTO posts.posts (id, author_id, text, created_at)
+                 VALUES ($1, $2, $3, now() - make_interval(mins => $4::int))
+                 RETURNING author_id, created_at
+             )
+             INSERT INTO posts.author_heads AS h (author_id, last_post_at, last_root_post_at)
+             SELECT author_id, created_at, created_at FROM post
+             ON CONFLICT (author_id) DO UPDATE SET
+                 last_post_at = GREATEST(h.last_post_at, EXCLUDED.last_post_at),
+                 last_root_post_at = GREATEST(h.last_root_post_at, EXCLUDED.last_root_post_at)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(author.id)
+        .bind(text)
+        .bind(minutes_ago as i32)
+        .execute(&self.admin_pool)
+        .await
+        .unwrap();
+    }
+
     /// Deletes `user`'s account through the users service, asserting 204; posts hears of it
     /// through the users service's outbox.
     pub async fn delete_account(&self, user: &TestUser) {

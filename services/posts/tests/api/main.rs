@@ -11,6 +11,7 @@ mod crash;
 mod deletion;
 mod faults;
 mod feed;
+mod held_heads;
 mod helpers;
 mod hot_posts;
 mod idempotency;
