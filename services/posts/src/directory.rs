@@ -30,6 +30,7 @@ use uuid::Uuid;
 /// Followee ids, and whether they came from the cache because the users service did not answer.
 #[derive(Debug)]
 pub struct FolloweeSet {
+    /// Sorted, so that the feed can search them (docs/adr/0028-heads-in-process.md).
     pub ids: Vec<Uuid>,
     pub stale: bool,
 }
@@ -146,7 +147,7 @@ impl LocalFollowees {
     }
 }
 
-/// Cached followee list: the ETag, a newline, then 16 bytes per id.
+/// Cached followee list: the ETag, a newline, then 16 bytes per id, in order.
 fn encode_followees(etag: &str, ids: &[Uuid]) -> Vec<u8> {
     let mut out = Vec::with_capacity(etag.len() + 1 + ids.len() * 16);
     out.extend_from_slice(etag.as_bytes());
@@ -164,10 +165,14 @@ fn decode_followees(bytes: &[u8]) -> Option<(String, Vec<Uuid>)> {
     if !rest.len().is_multiple_of(16) {
         return None;
     }
-    let ids = rest
+    let mut ids = rest
         .chunks_exact(16)
         .map(|c| Uuid::from_slice(c).ok())
         .collect::<Option<Vec<_>>>()?;
+    // Lists cached before they were kept sorted.
+    if !ids.is_sorted() {
+        ids.sort_unstable();
+    }
     Some((etag, ids))
 }
 
@@ -334,7 +339,8 @@ impl Directory {
                     "304 without a cached copy"
                 ))),
             },
-            Ok(Followees::Current { etag, ids }) => {
+            Ok(Followees::Current { etag, mut ids }) => {
+                ids.sort_unstable();
                 self.redis_set(
                     vec![(key, encode_followees(&etag, &ids))],
                     self.followees_ttl,
@@ -507,5 +513,9 @@ mod tests {
         );
         assert_eq!(decode_followees(b"no newline"), None);
         assert_eq!(decode_followees(b"\"v1\"\nshort"), None);
+        // A list cached in another order comes back sorted: the feed searches it.
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let decoded = decode_followees(&encode_followees("\"v4\"", &[b, a]));
+        assert_eq!(decoded, Some(("\"v4\"".to_owned(), vec![a, b])));
     }
 }

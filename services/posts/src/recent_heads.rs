@@ -24,7 +24,8 @@ use common::metrics::Metrics;
 use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
 use futures_util::StreamExt;
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use uuid::Uuid;
@@ -74,37 +75,45 @@ impl Posted {
 struct Inner {
     /// Subscribed, and loaded at least once since: only then is what is held complete.
     usable: bool,
-    heads: HashMap<Uuid, Head>,
+    /// The heads held, oldest first: `(last_post_at, author)` to `last_root_post_at`. A page is
+    /// planned by walking it from the newest end, which reads memory in order.
+    order: BTreeMap<(DateTime<Utc>, Uuid), Option<DateTime<Utc>>>,
+    /// Each held author's `last_post_at`: where it is in `order`.
+    at: HashMap<Uuid, DateTime<Utc>>,
     /// Every author not held has its head at or before this; `None` while every author is held.
     edge: Option<DateTime<Utc>>,
 }
 
 impl Inner {
+    /// Moves `author`'s head to the later of what is held and `head`.
     fn merge(&mut self, author: Uuid, head: Head) {
-        self.heads
-            .entry(author)
-            .and_modify(|held| {
-                held.last_post_at = held.last_post_at.max(head.last_post_at);
-                held.last_root_post_at = held.last_root_post_at.max(head.last_root_post_at);
-            })
-            .or_insert(head);
+        let (last_post_at, last_root_post_at) = match self.at.get(&author) {
+            Some(&held) => {
+                let root = self.order.remove(&(held, author)).flatten();
+                (
+                    held.max(head.last_post_at),
+                    root.max(head.last_root_post_at),
+                )
+            }
+            None => (head.last_post_at, head.last_root_post_at),
+        };
+        self.at.insert(author, last_post_at);
+        self.order.insert((last_post_at, author), last_root_post_at);
     }
 
     /// Keeps the newest `capacity` heads once twice that many are held; the edge rises to the
     /// latest head let go.
     fn trim(&mut self, capacity: usize) {
-        if self.heads.len() <= capacity.saturating_mul(2) {
+        if self.at.len() <= capacity.saturating_mul(2) {
             return;
         }
-        let mut all: Vec<(Uuid, Head)> = self.heads.drain().collect();
-        all.sort_unstable_by_key(|(_, head)| std::cmp::Reverse(head.last_post_at));
-        if let Some((_, first_dropped)) = all.get(capacity) {
-            self.edge = Some(self.edge.map_or(first_dropped.last_post_at, |e| {
-                e.max(first_dropped.last_post_at)
-            }));
+        while self.at.len() > capacity {
+            let Some(((last_post_at, author), _)) = self.order.pop_first() else {
+                break;
+            };
+            self.at.remove(&author);
+            self.edge = Some(self.edge.map_or(last_post_at, |e| e.max(last_post_at)));
         }
-        all.truncate(capacity);
-        self.heads = all.into_iter().collect();
     }
 }
 
@@ -150,27 +159,27 @@ impl RecentHeads {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Which of `authors` can have a post among the newest `limit` strictly before `before`,
-    /// and the floor none of the others reaches; `always` is read whatever its head. `None` when
-    /// the heads held cannot tell: not usable yet, a followee's head at or after `before` (its
-    /// newest post before it is unknown), fewer than `limit` followees held, or a floor not
-    /// above the edge.
+    /// Which of `followees` and `always` can have a post among the newest `limit` strictly
+    /// before `before`, and the floor none of the others reaches; `always` is read whatever its
+    /// head. `None` when the heads held cannot tell: not usable yet, a followee's head at or
+    /// after `before` (its newest post before it is unknown), fewer than `limit` of them held,
+    /// or a floor not above the edge. `followees` sorted costs no copy.
     pub fn plan(
         &self,
-        authors: &[Uuid],
+        followees: &[Uuid],
         always: Uuid,
         before: Position,
         exclude_replies: bool,
         limit: usize,
     ) -> Option<Plan> {
-        let plan = self.plan_from_held(authors, always, before, exclude_replies, limit);
+        let plan = self.plan_from_held(followees, always, before, exclude_replies, limit);
         self.metrics.observe_cache("feed_heads", plan.is_some());
         plan
     }
 
     fn plan_from_held(
         &self,
-        authors: &[Uuid],
+        followees: &[Uuid],
         always: Uuid,
         before: Position,
         exclude_replies: bool,
@@ -179,38 +188,60 @@ impl RecentHeads {
         if limit == 0 {
             return None;
         }
-        let mut bounds: Vec<(DateTime<Utc>, Uuid)> = Vec::with_capacity(authors.len().min(1024));
-        let edge = {
-            let inner = self.read();
-            if !inner.usable {
+        let sorted;
+        let followees = if followees.is_sorted() {
+            followees
+        } else {
+            sorted = {
+                let mut copy = followees.to_vec();
+                copy.sort_unstable();
+                copy
+            };
+            &sorted
+        };
+        let inner = self.read();
+        if !inner.usable {
+            return None;
+        }
+        // Walk the heads from the newest, keeping the followees' bounds and the `limit` latest
+        // of them, until no head left can reach the `limit`-th: a root head is never later than
+        // the head, so the walk's order bounds both.
+        let mut found: Vec<(DateTime<Utc>, Uuid)> = Vec::with_capacity(limit * 2);
+        let mut latest: BinaryHeap<Reverse<DateTime<Utc>>> = BinaryHeap::with_capacity(limit + 1);
+        let mut floor = None;
+        for (&(last_post_at, author), &root) in inner.order.iter().rev() {
+            if floor.is_some_and(|floor| last_post_at < floor) {
+                break;
+            }
+            if author != always && followees.binary_search(&author).is_err() {
+                continue;
+            }
+            let Some(bound) = (if exclude_replies {
+                root
+            } else {
+                Some(last_post_at)
+            }) else {
+                continue;
+            };
+            // Its newest post before the page's start is unknown.
+            if bound >= before.0 {
                 return None;
             }
-            for author in authors {
-                let Some(head) = inner.heads.get(author) else {
-                    continue;
-                };
-                let bound = if exclude_replies {
-                    head.last_root_post_at
-                } else {
-                    Some(head.last_post_at)
-                };
-                let Some(bound) = bound else { continue };
-                if bound >= before.0 {
-                    return None;
-                }
-                bounds.push((bound, *author));
+            found.push((bound, author));
+            latest.push(Reverse(bound));
+            if latest.len() > limit {
+                latest.pop();
             }
-            inner.edge
-        };
-        if bounds.len() < limit {
+            if latest.len() == limit {
+                floor = latest.peek().map(|Reverse(bound)| *bound);
+            }
+        }
+        let floor = floor?;
+        if inner.edge.is_some_and(|edge| floor <= edge) {
             return None;
         }
-        let (_, &mut (floor, _), _) =
-            bounds.select_nth_unstable_by(limit - 1, |a, b| b.0.cmp(&a.0));
-        if edge.is_some_and(|edge| floor <= edge) {
-            return None;
-        }
-        let mut chosen: Vec<Uuid> = bounds
+        drop(inner);
+        let mut chosen: Vec<Uuid> = found
             .iter()
             .filter(|(bound, _)| *bound >= floor)
             .map(|(_, author)| *author)
@@ -250,22 +281,17 @@ impl RecentHeads {
 
     fn heard(&self, posted: Posted) {
         let mut inner = self.write();
-        let head = Head {
-            last_post_at: posted.at,
-            last_root_post_at: Some(posted.at),
-        };
-        match inner.heads.get_mut(&posted.author) {
-            Some(held) => {
-                held.last_post_at = held.last_post_at.max(posted.at);
-                if posted.root {
-                    held.last_root_post_at = held.last_root_post_at.max(Some(posted.at));
-                }
-            }
-            None => {
-                inner.heads.insert(posted.author, head);
-                inner.trim(self.capacity);
-            }
-        }
+        // A reply moves only the head; from an author not held, it stands in for the root head
+        // too, which it is never earlier than.
+        let root = (posted.root || !inner.at.contains_key(&posted.author)).then_some(posted.at);
+        inner.merge(
+            posted.author,
+            Head {
+                last_post_at: posted.at,
+                last_root_post_at: root,
+            },
+        );
+        inner.trim(self.capacity);
     }
 
     /// Merges heads read from PostgreSQL, newest first, at most `capacity` of them: fewer
@@ -545,7 +571,8 @@ mod tests {
                 root: true,
             });
         }
-        assert_eq!(heads.read().heads.len(), 2);
+        assert_eq!(heads.read().at.len(), 2);
+        assert_eq!(heads.read().order.len(), 2);
         assert_eq!(heads.read().edge, Some(t(91)));
         assert_eq!(
             heads.plan(&[c, d], c, TOP, false, 2).map(|p| p.floor),

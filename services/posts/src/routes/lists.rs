@@ -218,22 +218,22 @@ pub async fn feed(
         .directory
         .followees(user.id, prefetched.as_ref(), &call_context_of(&req))
         .await?;
-    let mut authors = followees.ids;
-    // The feed statement joins on these ids, so they must be distinct. users never lists the
-    // reader among their followees (a CHECK forbids self-follows); nothing here relies on that.
-    if !authors.contains(&user.id) {
-        authors.push(user.id);
-    }
     let before = start_of(&request, query.before);
     let exclude_replies = query.exclude_replies.unwrap_or(false);
     let limit = request.fetch_limit();
     let plan = state.recent_heads.plan(
-        &authors,
+        &followees.ids,
         user.id,
         before,
         exclude_replies,
         usize::try_from(limit).unwrap_or(0),
     );
+    let mut authors = followees.ids;
+    // The feed statements join on these ids, so they must be distinct. users never lists the
+    // reader among their followees (a CHECK forbids self-follows); nothing here relies on that.
+    if !authors.contains(&user.id) {
+        authors.push(user.id);
+    }
     let rows = state
         .statements
         .run(async |db| {
