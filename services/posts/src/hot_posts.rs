@@ -15,6 +15,7 @@
 //! for up to `POST_CACHE_TTL_SECS`, the bound every row is kept for.
 
 use crate::store::posts::PostRow;
+use crate::subscription::{self, Ready};
 use common::metrics::Metrics;
 use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
 use futures_util::StreamExt;
@@ -209,47 +210,26 @@ impl HotPosts {
         if self.ttl.is_zero() {
             return;
         }
-        let (first, attempted) = tokio::sync::oneshot::channel();
-        let hot = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut first = Some(first);
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match hot.subscribe_once(&redis_url, &mut first).await {
-                    // It had subscribed: the next attempt starts from the shortest wait again.
-                    Ok(()) => {
-                        tracing::warn!(
-                            "post change subscription ended; reading every post from PostgreSQL until it is back"
-                        );
-                        backoff = Duration::from_millis(100);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "subscribing to post changes failed; reading every post from PostgreSQL until it succeeds")
-                    }
-                }
-                hot.set_subscribed(false);
-                if let Some(first) = first.take() {
-                    let _ = first.send(());
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
-        let _ = tokio::time::timeout(wait, attempted).await;
+        let (hot, lost) = (Arc::clone(self), Arc::clone(self));
+        subscription::keep(
+            "post changes",
+            "every post is read from PostgreSQL",
+            wait,
+            move |ready| {
+                let (hot, redis_url) = (Arc::clone(&hot), redis_url.clone());
+                async move { hot.subscribe_once(&redis_url, &ready).await }
+            },
+            move || lost.set_subscribed(false),
+        )
+        .await;
     }
 
     /// Subscribes and drops what each change names until the subscription ends (`Ok`), or fails
     /// to subscribe.
-    async fn subscribe_once(
-        &self,
-        redis_url: &str,
-        first: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> anyhow::Result<()> {
+    async fn subscribe_once(&self, redis_url: &str, ready: &Ready) -> anyhow::Result<()> {
         let mut messages = subscribe(redis_url, &self.channel, SUBSCRIPTION_HEARTBEAT).await?;
         self.set_subscribed(true);
-        if let Some(first) = first.take() {
-            let _ = first.send(());
-        }
+        ready.ready();
         tracing::info!(channel = %self.channel, "subscribed to post changes");
         while let Some(message) = messages.next().await {
             match message.get_payload::<String>() {

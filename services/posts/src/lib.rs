@@ -14,6 +14,7 @@ pub mod recent_heads;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod subscription;
 pub mod views;
 
 pub use config::Settings;

@@ -19,6 +19,7 @@
 
 use crate::store::feed::Plan;
 use crate::store::posts::Position;
+use crate::subscription::{self, Ready};
 use chrono::{DateTime, Utc};
 use common::metrics::Metrics;
 use common::redis::{SUBSCRIPTION_HEARTBEAT, publish, subscribe};
@@ -330,32 +331,18 @@ impl RecentHeads {
         if self.capacity == 0 {
             return;
         }
-        let (first, attempted) = tokio::sync::oneshot::channel();
-        let heads = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut first = Some(first);
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match heads.subscribe_once(&redis_url, &db, &mut first).await {
-                    Ok(()) => {
-                        tracing::warn!(
-                            "post head subscription ended; every feed page looks its heads up in PostgreSQL until it is back"
-                        );
-                        backoff = Duration::from_millis(100);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "subscribing to post heads failed; every feed page looks its heads up in PostgreSQL until it succeeds")
-                    }
-                }
-                heads.set_unusable();
-                if let Some(first) = first.take() {
-                    let _ = first.send(());
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
-        let _ = tokio::time::timeout(wait, attempted).await;
+        let (heads, lost) = (Arc::clone(self), Arc::clone(self));
+        subscription::keep(
+            "post heads",
+            "every feed page looks its heads up in PostgreSQL",
+            wait,
+            move |ready| {
+                let (heads, redis_url, db) = (Arc::clone(&heads), redis_url.clone(), db.clone());
+                async move { heads.subscribe_once(&redis_url, &db, &ready).await }
+            },
+            move || lost.set_unusable(),
+        )
+        .await;
     }
 
     /// Subscribes, loads, and applies what is heard (loading again every `reload`) until the
@@ -364,7 +351,7 @@ impl RecentHeads {
         &self,
         redis_url: &str,
         db: &PgPool,
-        first: &mut Option<tokio::sync::oneshot::Sender<()>>,
+        ready: &Ready,
     ) -> anyhow::Result<()> {
         let mut messages = subscribe(redis_url, &self.channel, SUBSCRIPTION_HEARTBEAT).await?;
         tracing::info!(channel = %self.channel, "subscribed to post heads");
@@ -391,11 +378,7 @@ impl RecentHeads {
                 }
                 _ = reload.tick() => {
                     match self.load(db).await {
-                        Ok(()) => {
-                            if let Some(first) = first.take() {
-                                let _ = first.send(());
-                            }
-                        }
+                        Ok(()) => ready.ready(),
                         // What is held stays usable if it was: it misses at most what a failed
                         // publish left out. The next attempt comes sooner than a reload.
                         Err(e) => {
