@@ -86,11 +86,17 @@ struct Inner {
 }
 
 impl Inner {
-    /// Moves `author`'s head to the later of what is held and `head`.
+    /// Moves `author`'s head to the later of what is held and `head`. A head that does not
+    /// move costs two lookups: a reload finds most of them where they were.
     fn merge(&mut self, author: Uuid, head: Head) {
         let (last_post_at, last_root_post_at) = match self.at.get(&author) {
             Some(&held) => {
-                let root = self.order.remove(&(held, author)).flatten();
+                let key = (held, author);
+                let root = self.order.get(&key).copied().flatten();
+                if held >= head.last_post_at && root >= head.last_root_post_at {
+                    return;
+                }
+                self.order.remove(&key);
                 (
                     held.max(head.last_post_at),
                     root.max(head.last_root_post_at),
