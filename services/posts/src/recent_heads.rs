@@ -264,12 +264,12 @@ impl RecentHeads {
 
     /// Moves the author's head to a post this process committed, then tells every other
     /// process. Call it after the commit, before answering. A failed publish is logged and
-    /// counted; the others catch up at their next load.
+    /// counted; the others catch up at their next load. A process that holds no heads still
+    /// publishes: the others plan from what they hear, whatever this one's setting.
     pub async fn publish(&self, posted: Posted) {
-        if self.capacity == 0 {
-            return;
+        if self.capacity > 0 {
+            self.heard(posted);
         }
-        self.heard(posted);
         if let Err(e) = publish(
             &self.redis,
             self.redis_timeout,
@@ -589,6 +589,29 @@ mod tests {
         ] {
             assert_eq!(Posted::decode(bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_process_that_holds_no_heads_still_publishes_its_posts() {
+        let heads = heads(0);
+        let failed = || {
+            heads
+                .metrics
+                .redis_errors
+                .with_label_values(&["post_heads"])
+                .get()
+        };
+        assert_eq!(failed(), 0);
+        heads
+            .publish(Posted {
+                author: Uuid::now_v7(),
+                at: t(5),
+                root: true,
+            })
+            .await;
+        // Redis is unreachable here: the publish was tried.
+        assert_eq!(failed(), 1);
+        assert!(heads.read().at.is_empty());
     }
 
     #[tokio::test]
