@@ -177,29 +177,18 @@ pub async fn send(
         state.contacts.remember(user.id, recipient, &versions);
     }
 
-    // Two statements under the locks: the sender's write lock and the conversation's row lock,
-    // then the append, whose own snapshot sees a deletion or a concurrent retry of this send
-    // that committed while we waited (docs/adr/0011, docs/adr/0013).
-    let mut tx = state.db.begin().await?;
-    conversations::lock_for_participant(&mut tx, *id, user.id)
+    // Two statements in one call, which commits: the sender's write lock and the
+    // conversation's row lock, then the append, whose own snapshot sees a deletion or a
+    // concurrent retry of this send that committed while we waited (docs/adr/0011,
+    // docs/adr/0013, docs/adr/0029).
+    let message = match messages::send(&state.db, *id, user.id, text.as_str(), client_id.as_deref())
         .await?
-        .ok_or(MessagingError::NotFound)?;
-    let message = match messages::append(
-        &mut tx,
-        *id,
-        user.id,
-        "text",
-        Some(text.as_str()),
-        None,
-        client_id.as_deref(),
-    )
-    .await?
+        .ok_or(MessagingError::NotFound)?
     {
         Appended::Message(message) => message,
         Appended::Replayed(first) => return Ok(replayed(first)),
         Appended::Departed => return Err(MessagingError::Departed),
     };
-    tx.commit().await?;
     let view = MessageView::from(message);
     state
         .hub

@@ -163,17 +163,14 @@ pub async fn lock_for_participant(
     id: Uuid,
     user: Uuid,
 ) -> Result<Option<ConversationRow>, sqlx::Error> {
+    // The statement lives in the messaging schema, where `messages::send` runs it too
+    // (docs/adr/0029).
     sqlx::query_as!(
         ConversationRow,
-        r#"WITH writer AS MATERIALIZED (
-               SELECT pg_advisory_xact_lock_shared(hashtextextended($2::uuid::text, 11))
-           )
-           SELECT c.id, c.kind, c.title, c.owner_id, c.last_seq, c.last_message_at, c.created_at, p.read_seq
-           FROM writer
-           CROSS JOIN messaging.conversations c
-           JOIN messaging.participants p ON p.conversation_id = c.id AND p.user_id = $2
-           WHERE c.id = $1
-           FOR UPDATE OF c"#,
+        r#"SELECT id AS "id!", kind AS "kind!", title, owner_id, last_seq AS "last_seq!",
+                  last_message_at AS "last_message_at!", created_at AS "created_at!",
+                  read_seq AS "read_seq!"
+           FROM messaging.lock_for_participant($1, $2)"#,
         id,
         user,
     )

@@ -51,6 +51,67 @@ pub enum Appended {
     Replayed(MessageRow),
 }
 
+/// A row of `messaging.append_message`: the checks, then the message, if any.
+struct AppendRow {
+    present: bool,
+    replayed: bool,
+    id: Option<Uuid>,
+    conversation_id: Option<Uuid>,
+    seq: Option<i64>,
+    sender_id: Option<Uuid>,
+    kind: Option<String>,
+    body: Option<String>,
+    event: Option<serde_json::Value>,
+    created_at: Option<DateTime<Utc>>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl AppendRow {
+    fn appended(self) -> Result<Appended, sqlx::Error> {
+        if !self.present {
+            return Ok(Appended::Departed);
+        }
+        // The caller holds the conversation's row lock, so the update finds it; a replayed id
+        // names a row of the same snapshot.
+        let (
+            Some(id),
+            Some(conversation_id),
+            Some(seq),
+            Some(sender_id),
+            Some(kind),
+            Some(created_at),
+        ) = (
+            self.id,
+            self.conversation_id,
+            self.seq,
+            self.sender_id,
+            self.kind,
+            self.created_at,
+        )
+        else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        let message = MessageRow {
+            id,
+            conversation_id,
+            seq,
+            sender_id,
+            kind,
+            body: self.body,
+            event: self.event,
+            created_at,
+            edited_at: self.edited_at,
+            deleted_at: self.deleted_at,
+        };
+        Ok(if self.replayed {
+            Appended::Replayed(message)
+        } else {
+            Appended::Message(message)
+        })
+    }
+}
+
 /// Appends a message with the next seq, unless `sender` has departed or already sent
 /// `client_id` here. The caller holds the sender's write lock and the conversation row's lock
 /// (`conversations::lock_for_participant`, an earlier statement): so this statement's snapshot
@@ -68,47 +129,12 @@ pub async fn append(
     client_id: Option<&str>,
 ) -> Result<Appended, sqlx::Error> {
     // One statement, one round trip while the locks are held: the checks, the seq, the message
-    // and the sender's read marker together.
-    let row = sqlx::query!(
-        r#"WITH gate AS MATERIALIZED (
-               SELECT NOT EXISTS (SELECT 1 FROM messaging.departed_accounts WHERE account_id = $3) AS present,
-                      (SELECT m.id FROM messaging.messages m
-                       WHERE m.conversation_id = $2 AND m.sender_id = $3 AND m.client_id = $7) AS replayed
-           ),
-           next AS (
-               UPDATE messaging.conversations c
-               SET last_seq = c.last_seq + 1, last_message_at = clock_timestamp()
-               FROM gate
-               WHERE c.id = $2 AND gate.present AND gate.replayed IS NULL
-               RETURNING c.last_seq
-           ),
-           message AS (
-               INSERT INTO messaging.messages
-                   (id, conversation_id, seq, sender_id, kind, body, event, client_id, created_at)
-               SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, clock_timestamp() FROM next
-               RETURNING id, conversation_id, seq, sender_id, kind, body, event, created_at,
-                         edited_at, deleted_at
-           ),
-           marker AS (
-               UPDATE messaging.participants p SET read_seq = GREATEST(p.read_seq, next.last_seq)
-               FROM next
-               WHERE p.conversation_id = $2 AND p.user_id = $3
-           )
-           -- The new message, or the one a send with the same `client_id` stored first.
-           SELECT gate.present AS "present!", gate.replayed IS NOT NULL AS "replayed!",
-                  m.id AS "id?", m.conversation_id AS "conversation_id?", m.seq AS "seq?",
-                  m.sender_id AS "sender_id?", m.kind AS "kind?", m.body, m.event,
-                  m.created_at AS "created_at?", m.edited_at, m.deleted_at
-           FROM gate
-           LEFT JOIN (
-               SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
-               FROM message
-               UNION ALL
-               SELECT r.id, r.conversation_id, r.seq, r.sender_id, r.kind, r.body, r.event,
-                      r.created_at, r.edited_at, r.deleted_at
-               FROM messaging.messages r
-               WHERE r.id = (SELECT replayed FROM gate)
-           ) m ON true"#,
+    // and the sender's read marker together (`messaging.append_message`, docs/adr/0029).
+    sqlx::query_as!(
+        AppendRow,
+        r#"SELECT present AS "present!", replayed AS "replayed!", id, conversation_id, seq,
+                  sender_id, kind, body, event, created_at, edited_at, deleted_at
+           FROM messaging.append_message($1, $2, $3, $4, $5, $6, $7)"#,
         Uuid::now_v7(),
         conversation,
         sender,
@@ -118,39 +144,37 @@ pub async fn append(
         client_id,
     )
     .fetch_one(&mut *conn)
-    .await?;
-    if !row.present {
-        return Ok(Appended::Departed);
-    }
-    // The caller holds the conversation's row lock, so the update finds it; a replayed id names
-    // a row of the same snapshot.
-    let (Some(id), Some(conversation_id), Some(seq), Some(sender_id), Some(kind), Some(created_at)) = (
-        row.id,
-        row.conversation_id,
-        row.seq,
-        row.sender_id,
-        row.kind,
-        row.created_at,
-    ) else {
-        return Err(sqlx::Error::RowNotFound);
-    };
-    let message = MessageRow {
-        id,
-        conversation_id,
-        seq,
-        sender_id,
-        kind,
-        body: row.body,
-        event: row.event,
-        created_at,
-        edited_at: row.edited_at,
-        deleted_at: row.deleted_at,
-    };
-    Ok(if row.replayed {
-        Appended::Replayed(message)
-    } else {
-        Appended::Message(message)
-    })
+    .await?
+    .appended()
+}
+
+/// Sends a text message as one transaction in one round trip (docs/adr/0029): takes the
+/// locks of [`super::conversations::lock_for_participant`], then appends as [`append`] does, in
+/// two statements of one call made outside any transaction, which commits it. `None` when
+/// `sender` does not take part in `conversation`.
+#[tracing::instrument(skip_all, err)]
+pub async fn send(
+    db: impl PgExecutor<'_>,
+    conversation: Uuid,
+    sender: Uuid,
+    body: &str,
+    client_id: Option<&str>,
+) -> Result<Option<Appended>, sqlx::Error> {
+    sqlx::query_as!(
+        AppendRow,
+        r#"SELECT present AS "present!", replayed AS "replayed!", id, conversation_id, seq,
+                  sender_id, kind, body, event, created_at, edited_at, deleted_at
+           FROM messaging.send_message($1, $2, $3, $4, $5)"#,
+        Uuid::now_v7(),
+        conversation,
+        sender,
+        body,
+        client_id,
+    )
+    .fetch_optional(db)
+    .await?
+    .map(AppendRow::appended)
+    .transpose()
 }
 
 /// Messages newest first strictly below `before_seq`, or oldest first strictly above
