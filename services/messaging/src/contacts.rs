@@ -39,8 +39,13 @@ impl ContactCache {
     }
 
     /// The Redis keys of the published versions a send depends on, the sender's first: what
-    /// it reads in its rate-limit round trip.
+    /// it reads in its rate-limit round trip. None when no answer is kept for the pair: no
+    /// version read could spare the send its question to users, so it reads none (a send to a
+    /// conversation this process has not seen then makes no round trip to Redis at all).
     pub fn keys(&self, sender: Uuid, recipient: Option<Uuid>) -> Vec<String> {
+        if !self.lock().contains_key(&(sender, recipient)) {
+            return Vec::new();
+        }
         std::iter::once(sender)
             .chain(recipient)
             .map(|id| graph_versions::contact_key(&self.prefix, id))
@@ -65,6 +70,12 @@ impl ContactCache {
             current.is_some_and(|current| self.lock().get(&(sender, recipient)) == Some(&current));
         self.metrics.observe_cache("contactability", hit);
         hit
+    }
+
+    /// Counts a send that found no answer kept for its pair ([`keys`](Self::keys) was empty),
+    /// as [`allows`](Self::allows) counts the ones it checks.
+    pub fn observe_miss(&self) {
+        self.metrics.observe_cache("contactability", false);
     }
 
     /// Keeps an answer that let `sender` send, with the versions users read it at (the
@@ -111,8 +122,10 @@ mod tests {
         let cache = cache();
         let (sender, recipient) = (Uuid::now_v7(), Some(Uuid::now_v7()));
         let read_at = HashMap::from([(sender, 3), (recipient.expect("some"), 7)]);
+        assert!(cache.keys(sender, recipient).is_empty());
         assert!(!cache.allows(sender, recipient, Some(&published(&["3", "7"]))));
         cache.remember(sender, recipient, &read_at);
+        assert_eq!(cache.keys(sender, recipient).len(), 2);
         assert!(cache.allows(sender, recipient, Some(&published(&["3", "7"]))));
         // Either side changed, a key is gone, or Redis could not be read: ask users.
         assert!(!cache.allows(sender, recipient, Some(&published(&["4", "7"]))));

@@ -157,23 +157,31 @@ pub async fn send(
     } else {
         None
     };
-    // Retries (answered above) are free; a new message counts.
-    let published = state
-        .limiter
-        .enforce_and_read(
-            "message-send",
-            state.message_send,
-            &user.id.to_string(),
-            &state.contacts.keys(user.id, recipient),
-        )
-        .await?;
-    if !state
+    // Retries (answered above) are free; a new message counts. Asked before any lock is taken.
+    let keys = state.contacts.keys(user.id, recipient);
+    let subject = user.id.to_string();
+    let counted =
+        state
+            .limiter
+            .enforce_and_read("message-send", state.message_send, &subject, &keys);
+    let others: Vec<Uuid> = recipient.into_iter().collect();
+    let ask_users = || check_contactable(&state, user.id, &others, &req);
+    let versions = if keys.is_empty() {
+        // Nothing kept for the pair: users is asked whatever Redis holds, so it is asked while
+        // the quota is counted. A refused quota still answers 429, not what users said.
+        state.contacts.observe_miss();
+        let (counted, contactable) = tokio::join!(counted, ask_users());
+        counted?;
+        Some(contactable?)
+    } else if state
         .contacts
-        .allows(user.id, recipient, published.as_deref())
+        .allows(user.id, recipient, counted.await?.as_deref())
     {
-        // Asked before any lock is taken.
-        let others: Vec<Uuid> = recipient.into_iter().collect();
-        let versions = check_contactable(&state, user.id, &others, &req).await?;
+        None
+    } else {
+        Some(ask_users().await?)
+    };
+    if let Some(versions) = versions {
         state.contacts.remember(user.id, recipient, &versions);
     }
 

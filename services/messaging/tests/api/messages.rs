@@ -351,6 +351,47 @@ async fn a_block_after_the_conversation_started_stops_direct_messages_and_suspen
     .await;
 }
 
+#[tokio::test]
+async fn a_send_over_the_quota_is_refused_for_the_quota_even_when_users_also_refuses_it() {
+    // The quota is counted, and users asked, at once when no answer is kept for the pair.
+    let app = spawn_app_with(&[], &[("RATE_LIMIT_MESSAGE_SEND", "2/60")]).await;
+    let (alice, bob, carol) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+    );
+    let with_carol = app.conversation(&alice, &[&carol]).await;
+    let with_bob = app.conversation(&alice, &[&bob]).await;
+    app.send(&alice, &with_carol, "one").await;
+    app.send(&alice, &with_carol, "two").await;
+    app.block(&bob, &alice).await;
+    let asked = contactability_calls(&app).await;
+    let path = format!("/v1/conversations/{with_bob}/messages");
+    expect_problem(
+        app.post(&path, &alice.token, json!({"body": "three"}))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
+    assert_eq!(
+        contactability_calls(&app).await,
+        asked + 1,
+        "nothing was kept for alice and bob, so users was asked alongside the count"
+    );
+    let list = app
+        .request(Method::GET, &path, Some(&bob.token), None)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was sent"
+    );
+}
+
 /// How many times this messaging replica asked users for contactability.
 async fn contactability_calls(app: &TestApp) -> u64 {
     let metrics = app
