@@ -138,13 +138,12 @@ pub async fn send(
 ) -> Result<HttpResponse, MessagingError> {
     let text = MessageBody::parse(&body.body).map_err(|e| MessagingError::Validation(vec![e]))?;
     let client_id = client_id_of(&req, &body)?;
-    // The conversation as the sender sees it, with who is in it: one round trip.
-    let target = conversations::send_target(&state.db, *id, user.id)
+    // The conversation as the sender sees it, with who is in it and a message already sent
+    // with this `client_id`: one round trip.
+    let target = conversations::send_target(&state.db, *id, user.id, client_id.as_deref())
         .await?
         .ok_or(MessagingError::NotFound)?;
-    if let Some(client_id) = &client_id
-        && let Some(first) = messages::by_client_id(&state.db, *id, user.id, client_id).await?
-    {
+    if let Some(first) = target.replayed {
         return Ok(replayed(first));
     }
     // Who may receive is the users service's knowledge: in a direct conversation, whether the

@@ -1,5 +1,6 @@
 //! Conversations, their participants and read markers.
 
+use super::messages::MessageRow;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -211,28 +212,65 @@ pub struct SendTarget {
     pub kind: String,
     /// Everyone in the conversation, the sender included, in joining order.
     pub participant_ids: Vec<Uuid>,
+    /// The message the sender already sent here with the send's `client_id`, if any.
+    pub replayed: Option<MessageRow>,
 }
 
-/// The kind and participants of conversation `id`, or `None` unless `user` takes part in it.
+/// The kind and participants of conversation `id`, and the message `user` already sent there
+/// with `client_id`; `None` unless `user` takes part in it.
 #[tracing::instrument(skip_all, err)]
 pub async fn send_target(
     db: impl PgExecutor<'_>,
     id: Uuid,
     user: Uuid,
+    client_id: Option<&str>,
 ) -> Result<Option<SendTarget>, sqlx::Error> {
-    sqlx::query_as!(
-        SendTarget,
+    let row = sqlx::query!(
         r#"SELECT c.kind,
                   ARRAY(SELECT q.user_id FROM messaging.participants q
-                        WHERE q.conversation_id = c.id ORDER BY q.joined_at, q.user_id) AS "participant_ids!"
+                        WHERE q.conversation_id = c.id ORDER BY q.joined_at, q.user_id) AS "participant_ids!",
+                  m.id AS "replay_id?", m.seq AS "replay_seq?", m.kind AS "replay_kind?",
+                  m.body AS replay_body, m.event AS replay_event,
+                  m.created_at AS "replay_created_at?", m.edited_at AS replay_edited_at,
+                  m.deleted_at AS replay_deleted_at
            FROM messaging.conversations c
            JOIN messaging.participants p ON p.conversation_id = c.id AND p.user_id = $2
+           LEFT JOIN messaging.messages m
+                  ON m.conversation_id = c.id AND m.sender_id = $2 AND m.client_id = $3
            WHERE c.id = $1"#,
         id,
         user,
+        client_id,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|row| {
+        let replayed = match (
+            row.replay_id,
+            row.replay_seq,
+            row.replay_kind,
+            row.replay_created_at,
+        ) {
+            (Some(message), Some(seq), Some(kind), Some(created_at)) => Some(MessageRow {
+                id: message,
+                conversation_id: id,
+                seq,
+                sender_id: user,
+                kind,
+                body: row.replay_body,
+                event: row.replay_event,
+                created_at,
+                edited_at: row.replay_edited_at,
+                deleted_at: row.replay_deleted_at,
+            }),
+            _ => None,
+        };
+        SendTarget {
+            kind: row.kind,
+            participant_ids: row.participant_ids,
+            replayed,
+        }
+    }))
 }
 
 /// The participants of several conversations.

@@ -19,26 +19,6 @@ pub struct MessageRow {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// The message `sender` already sent with `client_id` in `conversation`, if any.
-#[tracing::instrument(skip_all, err)]
-pub async fn by_client_id(
-    db: impl PgExecutor<'_>,
-    conversation: Uuid,
-    sender: Uuid,
-    client_id: &str,
-) -> Result<Option<MessageRow>, sqlx::Error> {
-    sqlx::query_as!(
-        MessageRow,
-        r#"SELECT id, conversation_id, seq, sender_id, kind, body, event, created_at, edited_at, deleted_at
-           FROM messaging.messages WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3"#,
-        conversation,
-        sender,
-        client_id,
-    )
-    .fetch_optional(db)
-    .await
-}
-
 /// What [`append`] did.
 #[derive(Debug)]
 pub enum Appended {

@@ -118,8 +118,9 @@ async fn a_retried_send_returns_the_original_message_even_when_retries_race() {
     let again = with_header("k-2").await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(
-        expect_json(again, StatusCode::CREATED).await["id"],
-        first["id"]
+        expect_json(again, StatusCode::CREATED).await,
+        first,
+        "the replay is the first message, field for field"
     );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messaging.messages")
         .fetch_one(&app.admin_pool)
@@ -131,6 +132,37 @@ async fn a_retried_send_returns_the_original_message_even_when_retries_race() {
         .await
         .unwrap();
     assert_eq!(seqs, vec![1, 2], "no seq was burnt by the retries");
+}
+
+#[tokio::test]
+async fn a_retried_send_does_not_count_against_the_quota() {
+    let app = spawn_app_with(&[], &[("RATE_LIMIT_MESSAGE_SEND", "1/60")]).await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let body = json!({"body": "once", "client_id": "c-1"});
+    let first = expect_json(
+        app.post(&path, &alice.token, body.clone()).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    for _ in 0..3 {
+        let again = app.post(&path, &alice.token, body.clone()).await;
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(expect_json(again, StatusCode::CREATED).await, first);
+    }
+    // A new message is over the quota of one.
+    expect_problem(
+        app.post(
+            &path,
+            &alice.token,
+            json!({"body": "twice", "client_id": "c-2"}),
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
 }
 
 #[tokio::test]
