@@ -119,8 +119,9 @@ async fn malformed_keys_are_refused() {
     }
 }
 
-#[tokio::test]
-async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
+/// Posts as an account whose deletion holds its lock, then commits the deletion: the post
+/// must wait for it, see it, and write nothing.
+async fn post_while_leaving(key: Option<&'static str>) {
     let app = spawn_app().await;
     let leaving = app.register("leaving").await;
     // The deletion's transaction, as `store::accounts::forget` opens it.
@@ -135,20 +136,23 @@ async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refu
             leaving.token.clone(),
         );
         async move {
-            client
+            let request = client
                 .post(format!("{address}/v1/posts"))
                 .bearer_auth(&token)
-                .header("idempotency-key", "written-while-leaving")
-                .json(&json!({"text": "last words"}))
-                .send()
-                .await
-                .unwrap()
+                .json(&json!({"text": "last words"}));
+            match key {
+                Some(key) => request.header("idempotency-key", key),
+                None => request,
+            }
+            .send()
+            .await
+            .unwrap()
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         !create.is_finished(),
-        "a keyed write takes the account's lock, so it waits for the deletion"
+        "a write takes the account's lock, so it waits for the deletion"
     );
     sqlx::query("INSERT INTO posts.departed_accounts (account_id) VALUES ($1)")
         .bind(leaving.id)
@@ -159,4 +163,14 @@ async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refu
     let refused = create.await.unwrap();
     expect_problem(refused, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     assert_eq!(count_posts(&app).await, 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
+    post_while_leaving(Some("written-while-leaving")).await;
+}
+
+#[tokio::test]
+async fn a_post_without_a_key_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
+    post_while_leaving(None).await;
 }
