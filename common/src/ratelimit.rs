@@ -436,7 +436,10 @@ async fn flush_every(
     redis: crate::redis::Pool,
     timeout: Duration,
 ) {
-    let mut ticks = tokio::time::interval(period);
+    // The first tick is a period away, not at once: an interval's immediate first tick could
+    // come after the process's first counts (it waits for the runtime's timer to turn) and send
+    // them at once, where every later count waits a period.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
