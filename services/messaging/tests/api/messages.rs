@@ -412,7 +412,7 @@ async fn a_send_over_the_quota_is_refused_for_the_quota_even_when_users_also_ref
         "nothing was kept for alice and bob, so users was asked alongside the count"
     );
     let list = app
-        .request(Method::GET, &path, Some(&bob.token), None)
+        .get(&path, &bob.token)
         .await
         .json::<serde_json::Value>()
         .await
