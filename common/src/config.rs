@@ -149,6 +149,9 @@ pub struct HttpSettings {
     pub max_json_body: usize,
     /// Origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated).
     pub cors_allowed_origins: Vec<String>,
+    /// Requests the process works on at once; more are answered 503 at once
+    /// (`MAX_IN_FLIGHT_REQUESTS`, default 512; `crate::shed`).
+    pub max_in_flight_requests: usize,
 }
 
 impl HttpSettings {
@@ -168,6 +171,10 @@ impl HttpSettings {
                 "CORS_ALLOWED_ORIGINS",
                 "http://localhost:3000,http://localhost:5173",
             ),
+            max_in_flight_requests: match env.parse("MAX_IN_FLIGHT_REQUESTS", 512)? {
+                0 => return Err(env.invalid("MAX_IN_FLIGHT_REQUESTS", "must be at least 1")),
+                n => n,
+            },
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP shell shared by the services: CORS, the request span, rate limits, problem+json for extractor
-//! failures and unknown routes, the health endpoints and `/metrics`.
+//! The HTTP shell shared by the services: CORS, the request span, the bound on requests in
+//! flight, rate limits, problem+json for extractor failures and unknown routes, the health
+//! endpoints and `/metrics`.
 
 use crate::config::HttpSettings;
 use crate::problem;
@@ -30,8 +31,9 @@ pub fn cors(allowed_origins: &[String]) -> Cors {
     .max_age(3600)
 }
 
-/// An `App` with what every service has: CORS, request spans, problem+json extractor
-/// configuration, the 404 fallback and the health endpoints. The service adds its routes.
+/// An `App` with what every service has: CORS, request spans, load shedding, rate limits,
+/// problem+json extractor configuration, the 404 fallback and the health endpoints. The service
+/// adds its routes.
 pub fn base_app(
     settings: HttpSettings,
     infra: Infrastructure,
@@ -46,6 +48,10 @@ pub fn base_app(
 > {
     App::new()
         .wrap(from_fn(crate::ratelimit::limit_requests))
+        // Outside the rate limit, whose token check and Redis count a refused request skips;
+        // inside CORS and the request span, so that a refusal is readable by browsers, logged
+        // and counted.
+        .wrap(from_fn(crate::shed::shed_excess))
         .wrap(cors(&settings.cors_allowed_origins))
         .wrap(from_fn(crate::telemetry::trace_request))
         .app_data(problem::json_config(settings.max_json_body))
@@ -54,6 +60,7 @@ pub fn base_app(
         .app_data(web::Data::new(infra.readiness))
         .app_data(infra.metrics)
         .app_data(infra.limiter)
+        .app_data(infra.admission)
         .configure(crate::health::configure)
         .configure(crate::metrics::configure)
         .default_service(web::to(problem::not_found_handler))

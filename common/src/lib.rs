@@ -20,5 +20,6 @@ pub mod redis;
 pub mod request_meta;
 pub mod retry;
 pub mod service;
+pub mod shed;
 pub mod telemetry;
 pub mod users_client;

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     /// `websocket_slow_consumers_dropped_total`.
     pub ws_dropped_slow: IntCounter,
+    /// `http_requests_shed_total`: answered 503 at once because the process was at its bound
+    /// of requests in flight (`crate::shed`).
+    pub requests_shed: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +130,11 @@ impl Metrics {
             "Sockets cut off for falling behind",
         )?;
         registry.register(Box::new(ws_dropped_slow.clone()))?;
+        let requests_shed = IntCounter::new(
+            "http_requests_shed_total",
+            "Requests refused at once because the process had as many in flight as it may",
+        )?;
+        registry.register(Box::new(requests_shed.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -140,6 +148,7 @@ impl Metrics {
             upstream_errors,
             ws_connections,
             ws_dropped_slow,
+            requests_shed,
         })
     }
 

@@ -73,6 +73,8 @@ pub struct Infrastructure {
     pub metrics: actix_web::web::Data<crate::metrics::Metrics>,
     /// Request quotas, counted in Redis.
     pub limiter: actix_web::web::Data<RateLimiter>,
+    /// The bound on requests in flight in this process, shared by its workers.
+    pub admission: actix_web::web::Data<crate::shed::Admission>,
 }
 
 impl Infrastructure {
@@ -108,6 +110,9 @@ impl Infrastructure {
             drain,
             metrics: actix_web::web::Data::new(metrics),
             limiter: actix_web::web::Data::new(limiter),
+            admission: actix_web::web::Data::new(crate::shed::Admission::new(
+                settings.http.max_in_flight_requests,
+            )),
         })
     }
 }

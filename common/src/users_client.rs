@@ -5,8 +5,11 @@
 //! One `reqwest::Client` built once, with connect and request timeouts; the request id and trace
 //! context are forwarded; reads are retried once on a connection failure and never otherwise, so
 //! a slow users service is not hammered, and a circuit breaker stops calling it for a while after
-//! repeated failures (callers then answer from cache or 503 at once). Answers are untrusted:
-//! strict types and a size cap.
+//! repeated failures (callers then answer from cache or 503 at once). A process has a bounded
+//! number of calls in flight: beyond it a call is refused at once in the same way, so that when
+//! a cheaper source (Redis) fails under load, the fallback to users cannot multiply the load
+//! (docs/adr/0030-shedding-load-and-bounding-the-fallbacks.md). Answers are untrusted: strict
+//! types and a size cap.
 
 use crate::config::{ConfigError, Env};
 use crate::telemetry::{CallContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
@@ -36,6 +39,9 @@ pub struct UsersClientSettings {
     /// `USERS_BREAKER_COOLDOWN_MS` (default 5000): how long an open circuit refuses calls before
     /// one probe is let through.
     pub breaker_cooldown: Duration,
+    /// `USERS_MAX_IN_FLIGHT` (default 64): calls one process may have waiting on users at once;
+    /// more are refused at once, as an open circuit refuses them.
+    pub max_in_flight: usize,
 }
 
 impl UsersClientSettings {
@@ -50,6 +56,10 @@ impl UsersClientSettings {
             timeout: env.millis("USERS_TIMEOUT_MS", 2000)?,
             breaker_failures: env.parse("USERS_BREAKER_FAILURES", 5)?,
             breaker_cooldown: env.millis("USERS_BREAKER_COOLDOWN_MS", 5000)?,
+            max_in_flight: match env.parse("USERS_MAX_IN_FLIGHT", 64)? {
+                0 => return Err(env.invalid("USERS_MAX_IN_FLIGHT", "must be at least 1")),
+                n => n,
+            },
         })
     }
 }
@@ -264,6 +274,8 @@ pub struct UsersClient {
     service_token: std::sync::Arc<tokio::sync::Mutex<Option<(String, std::time::Instant)>>>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     breaker: std::sync::Arc<Breaker>,
+    /// One permit per call that may be in flight (`max_in_flight`).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl UsersClient {
@@ -284,6 +296,7 @@ impl UsersClient {
                 settings.breaker_failures,
                 settings.breaker_cooldown,
             )),
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
         })
     }
 
@@ -298,13 +311,25 @@ impl UsersClient {
         &self.breaker
     }
 
-    /// Makes `call` unless the circuit is open, and records how it went.
+    /// Makes `call` unless as many calls as allowed are in flight or the circuit is open, and
+    /// records how it went.
     async fn guarded<T>(
         &self,
         operation: &str,
         call: impl std::future::Future<Output = Result<T, UsersClientError>>,
     ) -> Result<T, UsersClientError> {
         let started = std::time::Instant::now();
+        // Taken before the breaker is asked: a half-open breaker admits one probe, which must
+        // then be made and recorded. A refusal here says nothing about users' health, so the
+        // breaker does not count it.
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            if let Some(metrics) = &self.metrics {
+                metrics.observe_upstream("users", operation, started.elapsed(), Some("saturated"));
+            }
+            return Err(UsersClientError::Unavailable(
+                "too many calls to the users service in flight".into(),
+            ));
+        };
         if !self.breaker.admit() {
             if let Some(metrics) = &self.metrics {
                 metrics.observe_upstream(

@@ -14,8 +14,12 @@ use uuid::Uuid;
 
 type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>, Option<String>)>>>;
 
+/// A user whose followees the stand-in takes `SLOW` to answer.
+const SLOW_USER: Uuid = Uuid::from_u128(1);
+const SLOW: Duration = Duration::from_millis(700);
+
 /// Answers followee-id requests: 304 for ETag "v1", 200 with ETag "v1" otherwise; 503 for the
-/// nil user; an oversize body for the max user.
+/// nil user; an oversize body for the max user; after `SLOW` for `SLOW_USER`.
 async fn start() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let recorded = seen.clone();
@@ -38,6 +42,9 @@ async fn start() -> (String, Seen) {
                     ));
                     if *id == Uuid::nil() {
                         return HttpResponse::ServiceUnavailable().finish();
+                    }
+                    if *id == SLOW_USER {
+                        tokio::time::sleep(SLOW).await;
                     }
                     if *id == Uuid::max() {
                         return HttpResponse::Ok()
@@ -63,12 +70,17 @@ async fn start() -> (String, Seen) {
 }
 
 fn client(base_url: &str) -> UsersClient {
+    client_with_in_flight(base_url, 64)
+}
+
+fn client_with_in_flight(base_url: &str, max_in_flight: usize) -> UsersClient {
     UsersClient::new(&UsersClientSettings {
         base_url: base_url.to_owned(),
         connect_timeout: Duration::from_millis(200),
         timeout: Duration::from_secs(2),
         breaker_failures: 5,
         breaker_cooldown: Duration::from_secs(5),
+        max_in_flight,
     })
     .unwrap()
 }
@@ -123,4 +135,47 @@ async fn failures_are_typed_and_oversize_answers_refused() {
         down.followee_ids(Uuid::now_v7(), None, &ctx).await,
         Err(UsersClientError::Unavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn calls_beyond_the_in_flight_bound_are_refused_at_once_without_opening_the_circuit() {
+    let (url, seen) = start().await;
+    let users = client_with_in_flight(&url, 2);
+    let ctx = CallContext::default();
+    let slow = |users: UsersClient| {
+        tokio::spawn(async move {
+            users
+                .followee_ids(SLOW_USER, None, &CallContext::default())
+                .await
+        })
+    };
+    let waiting = [slow(users.clone()), slow(users.clone())];
+    // Both slow calls have reached the stand-in: the bound is taken.
+    let started = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < SLOW, "the slow calls never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // More calls than the breaker's threshold: each is refused without a request, and the
+    // circuit stays closed, since users did nothing wrong.
+    for _ in 0..6 {
+        let refused = users.followee_ids(Uuid::now_v7(), None, &ctx).await;
+        assert!(
+            matches!(&refused, Err(UsersClientError::Unavailable(why)) if why.contains("in flight")),
+            "{refused:?}"
+        );
+    }
+    assert!(started.elapsed() < SLOW, "the refusals waited for a permit");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "a refused call reached users"
+    );
+    assert!(!users.breaker().is_open());
+    for call in waiting {
+        assert!(matches!(call.await.unwrap(), Ok(Followees::Current { .. })));
+    }
+    // The permits came back with the answers.
+    assert!(users.followee_ids(Uuid::now_v7(), None, &ctx).await.is_ok());
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }

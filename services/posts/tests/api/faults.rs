@@ -2,7 +2,7 @@
 //! service. Each dependency fails in the ways it fails in production; the service answers
 //! within bounds, says why, and recovers by itself.
 
-use crate::helpers::{TestApp, expect_json, expect_problem, spawn_behind_proxies};
+use crate::helpers::{TestApp, TestUser, expect_json, expect_problem, spawn_behind_proxies};
 use faultproxy::Fault;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -10,6 +10,32 @@ use std::time::{Duration, Instant};
 
 fn proxies(app: &TestApp) -> &crate::helpers::Proxies {
     app.proxies.as_ref().unwrap()
+}
+
+/// A reader following an author who posted `text`, whose feed this process has read (so it
+/// holds their followee list); the author; and a newcomer for whom it holds nothing.
+async fn reader_whose_followees_are_held(
+    app: &TestApp,
+    text: &str,
+) -> (TestUser, TestUser, TestUser) {
+    let (reader, author) = (app.register("reader").await, app.register("author").await);
+    let newcomer = app.register("newcomer").await;
+    app.follow(&reader, &author).await;
+    app.post(&author, text).await;
+    expect_json(
+        app.get("/v1/feed", Some(&reader.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    (reader, author, newcomer)
+}
+
+/// A feed built from a followee list the process held, without users confirming it, that
+/// starts with `text`.
+async fn expect_served_from_held(response: reqwest::Response, text: &str) {
+    assert_eq!(response.headers()["x-served-from-cache"], "followees");
+    let feed = expect_json(response, StatusCode::OK).await;
+    assert_eq!(feed["items"][0]["text"], text);
 }
 
 /// Polls `path` until it answers `status`, for at most `within`.
@@ -169,24 +195,13 @@ async fn with_users_down_the_feed_serves_from_cache_or_fails_fast_and_tokens_sti
         ("USERS_BREAKER_COOLDOWN_MS", "500"),
     ])
     .await;
-    let (reader, author) = (app.register("reader").await, app.register("author").await);
-    let newcomer = app.register("newcomer").await;
-    app.follow(&reader, &author).await;
-    app.post(&author, "cached").await;
-    expect_json(
-        app.get("/v1/feed", Some(&reader.token)).await,
-        StatusCode::OK,
-    )
-    .await;
+    let (reader, author, newcomer) = reader_whose_followees_are_held(&app, "cached").await;
 
     proxies(&app).users.set(Fault::Down);
     // A reader whose followees are cached, but not confirmed by a published version, gets the
     // feed marked as served from cache.
     app.forget_published_graph_version(&reader).await;
-    let response = app.get("/v1/feed", Some(&reader.token)).await;
-    assert_eq!(response.headers()["x-served-from-cache"], "followees");
-    let feed = expect_json(response, StatusCode::OK).await;
-    assert_eq!(feed["items"][0]["text"], "cached");
+    expect_served_from_held(app.get("/v1/feed", Some(&reader.token)).await, "cached").await;
     // One with nothing cached gets a 503 at once; their token still verifies (keys are cached).
     let started = Instant::now();
     let response = app.get("/v1/feed", Some(&newcomer.token)).await;
@@ -279,6 +294,95 @@ async fn a_hanging_users_service_trips_the_breaker_which_stops_calling_it_then_r
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn past_its_bound_on_calls_to_users_the_feed_answers_from_what_it_holds_at_once() {
+    let app = spawn_behind_proxies(&[
+        ("USERS_MAX_IN_FLIGHT", "1"),
+        ("USERS_TIMEOUT_MS", "1500"),
+        ("USERS_BREAKER_FAILURES", "100"),
+    ])
+    .await;
+    let (reader, _, newcomer) = reader_whose_followees_are_held(&app, "held").await;
+    // Without a published version, each feed read of the reader asks users to confirm the list
+    // this process holds, as when Redis fails (ADR 0019). users now hangs: the first such read
+    // takes the only permit and waits.
+    app.forget_published_graph_version(&reader).await;
+    let users = &proxies(&app).users;
+    users.set(Fault::Blackhole);
+    let waiting = app.get("/v1/feed", Some(&reader.token));
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        // The same reader again: served at once from the list held, and marked so.
+        expect_served_from_held(app.get("/v1/feed", Some(&reader.token)).await, "held").await;
+        // A reader with nothing held: 503 at once, not after users' timeout.
+        expect_problem(
+            app.get("/v1/feed", Some(&newcomer.token)).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+        )
+        .await;
+        started.elapsed()
+    };
+    let (waited, refused_within) = tokio::join!(waiting, meanwhile);
+    assert!(
+        refused_within < Duration::from_millis(700),
+        "{refused_within:?}"
+    );
+    // The call that held the permit timed out and was served from the list held too.
+    expect_served_from_held(waited, "held").await;
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains("kind=\"saturated\""), "counted");
+
+    users.set(Fault::None);
+    eventually(
+        &app,
+        "/v1/feed",
+        Some(&newcomer.token),
+        StatusCode::OK,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn past_its_bound_on_requests_in_flight_a_process_refuses_at_once_and_recovers() {
+    let app = spawn_behind_proxies(&[
+        ("MAX_IN_FLIGHT_REQUESTS", "1"),
+        ("USERS_TIMEOUT_MS", "1500"),
+        ("USERS_BREAKER_FAILURES", "100"),
+    ])
+    .await;
+    let reader = app.register("reader").await;
+    let post = app.post(&reader, "mine").await;
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    app.forget_published_graph_version(&reader).await;
+    // A feed read that waits on a hanging users service holds the only place.
+    proxies(&app).users.set(Fault::Blackhole);
+    let waiting = app.get("/v1/feed", Some(&reader.token));
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let refused = app.get(&path, None).await;
+        assert_eq!(refused.headers()["retry-after"], "1");
+        expect_problem(refused, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+        // Health checks and metrics are answered whatever the load.
+        assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
+        let metrics = app.get("/metrics", None).await.text().await.unwrap();
+        assert!(metrics.contains("http_requests_shed_total 1"), "counted");
+        started.elapsed()
+    };
+    let (waited, refused_within) = tokio::join!(waiting, meanwhile);
+    assert!(
+        refused_within < Duration::from_millis(700),
+        "{refused_within:?}"
+    );
+    assert_eq!(waited.status(), StatusCode::SERVICE_UNAVAILABLE);
+    proxies(&app).users.set(Fault::None);
+    let read = expect_json(app.get(&path, None).await, StatusCode::OK).await;
+    assert_eq!(read["text"], "mine");
 }
 
 #[tokio::test]
