@@ -45,6 +45,11 @@ pub struct Report {
     pub seconds: f64,
     pub requests: u64,
     pub errors: u64,
+    /// The errors by what went wrong: the status answered, or `timeout`, `connect` or `other`
+    /// when no answer came. Says whether a run failed because the service refused (a 503 of
+    /// load shedding, a 429), broke, or never answered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_cause: BTreeMap<String, u64>,
     pub latency_ms: Latency,
     /// The same latencies by the kind of request, for a scenario that mixes kinds (the mix):
     /// which kind fills the tail.
@@ -190,7 +195,8 @@ fn mix_kind(i: u64) -> &'static str {
     }
 }
 
-async fn send(client: &reqwest::Client, call: Call) -> bool {
+/// Sends `call`; an error names its cause (see [`Report::errors_by_cause`]).
+async fn send(client: &reqwest::Client, call: Call) -> Result<(), String> {
     let request = match call {
         Call::Get { url, token } => {
             let request = client.get(url);
@@ -212,13 +218,22 @@ async fn send(client: &reqwest::Client, call: Call) -> bool {
             }
         }
     };
-    match request.send().await {
-        Ok(response) => {
-            let ok = response.status().is_success();
-            ok && response.bytes().await.is_ok()
+    let cause = |e: reqwest::Error| {
+        if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "other"
         }
-        Err(_) => false,
+        .to_owned()
+    };
+    let response = request.send().await.map_err(cause)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status.as_u16().to_string());
     }
+    response.bytes().await.map(drop).map_err(cause)
 }
 
 /// The driver's HTTP client: enough idle connections for an open loop, a bound on each request.
@@ -250,13 +265,13 @@ pub async fn run(
     let plan = Arc::new(plan(scenario, targets, &manifest, keys_dir)?);
     let client = http_client()?;
     let schedule = Schedule::new(rate, seconds);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration, bool)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration, Result<(), String>)>();
     let (clock, mut due) = schedule.start();
     while let Some((i, intended)) = due.recv().await {
         let (client, plan, tx) = (client.clone(), plan.clone(), tx.clone());
         tokio::spawn(async move {
-            let ok = send(&client, (plan.calls)(i)).await;
-            let _ = tx.send((i, intended.elapsed(), ok));
+            let outcome = send(&client, (plan.calls)(i)).await;
+            let _ = tx.send((i, intended.elapsed(), outcome));
         });
     }
     let clocked = clock
@@ -273,7 +288,8 @@ pub async fn run(
         .unwrap_or_default()
         .saturating_sub(schedule.start.elapsed());
     let (mut requests, mut errors) = (0u64, 0u64);
-    while let Some((i, latency, ok)) = rx.recv().await {
+    let mut errors_by_cause: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some((i, latency, outcome)) = rx.recv().await {
         if i < schedule.measured_from {
             continue;
         }
@@ -281,6 +297,7 @@ pub async fn run(
         if let Some(lines) = lines.as_mut() {
             let sent = epoch + (schedule.intended(i) - schedule.start);
             let kind = kind.unwrap_or(scenario);
+            let ok = outcome.is_ok();
             lines.push_str(&format!(
                 "{i},{kind},{:.3},{},{ok}\n",
                 sent.as_secs_f64() * 1000.0,
@@ -288,8 +305,9 @@ pub async fn run(
             ));
         }
         requests += 1;
-        if !ok {
+        if let Err(cause) = outcome {
             errors += 1;
+            *errors_by_cause.entry(cause).or_default() += 1;
         }
         record(&mut histogram, latency)?;
         if let Some(kind) = kind {
@@ -304,6 +322,7 @@ pub async fn run(
         std::fs::write(path, lines).with_context(|| format!("writing the trace to {path}"))?;
     }
     let mut report = report(scenario, &schedule, &clocked, requests, errors, &histogram)?;
+    report.errors_by_cause = errors_by_cause;
     report.by_kind = kinds
         .iter()
         .map(|(kind, histogram)| (*kind, latency(histogram)))
@@ -455,6 +474,7 @@ pub fn report(
         seconds: schedule.seconds,
         requests,
         errors,
+        errors_by_cause: BTreeMap::new(),
         latency_ms,
         by_kind: BTreeMap::new(),
         clock_lateness_ms: clocked.lateness_ms()?,
@@ -499,7 +519,7 @@ pub async fn saturate(
             while Instant::now() < end {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
-                let success = send(&client, (plan.calls)(i)).await;
+                let success = send(&client, (plan.calls)(i)).await.is_ok();
                 all += 1;
                 if sent >= measure_from && Instant::now() <= end {
                     if success { ok += 1 } else { failed += 1 }
@@ -536,5 +556,40 @@ mod tests {
         // The mix at half its saturation, and a no-op pushed hard: a tenth of a core.
         assert_eq!(at(1445.0).as_micros(), 69);
         assert_eq!(at(5000.0), Duration::from_micros(20));
+    }
+
+    /// A server on loopback that answers every connection with `response`, verbatim.
+    async fn answering(response: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}/")
+    }
+
+    fn get(url: String) -> Call {
+        Call::Get { url, token: None }
+    }
+
+    #[tokio::test]
+    async fn an_error_names_its_cause() {
+        let client = http_client().unwrap();
+        let ok = answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+        assert_eq!(send(&client, get(ok)).await, Ok(()));
+        let shed = answering("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await;
+        assert_eq!(send(&client, get(shed)).await, Err("503".to_owned()));
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        assert_eq!(send(&client, get(url)).await, Err("connect".to_owned()));
     }
 }
