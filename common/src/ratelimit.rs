@@ -259,11 +259,13 @@ impl RateLimiter {
         self.fallbacks.with_label_values(&[name]).inc();
     }
 
-    /// Counts one request of `subject` against a quota every request counts against, reads
-    /// `keys` (as [`check_and_read`](Self::check_and_read) does) and refuses with the 429
-    /// problem. Unlike a check, a request of a subject this process has counted in this window,
-    /// far from the limit, is counted here and added to Redis by the next flush: it waits for
-    /// Redis only when it has keys to read.
+    /// Counts one request of `subject` against a quota every request counts against and refuses
+    /// with the 429 problem. Unlike a check, a request of a subject this process has counted in
+    /// this window, far from the limit, is counted here and added to Redis by the next flush: it
+    /// does not wait for Redis. `keys` are read only when the count goes to Redis, in its round
+    /// trip (as [`check_and_read`](Self::check_and_read) reads them); otherwise the answer is
+    /// `None` and the handler reads what it needs itself, where it can overlap the read with
+    /// its own work (docs/adr/0031-feed-reads-while-confirming.md).
     pub async fn admit(
         &self,
         name: &str,
@@ -280,12 +282,7 @@ impl RateLimiter {
                 if tallies.failing() {
                     self.fallbacks.with_label_values(&[name]).inc();
                 }
-                let values = if decision.allowed && !keys.is_empty() {
-                    self.read(keys).await
-                } else {
-                    None
-                };
-                (decision, values)
+                (decision, None)
             }
             Admission::Ask { generation, taken } => {
                 let answer = self.count_in_redis(&key, quota, taken + 1, keys).await;
@@ -310,30 +307,6 @@ impl RateLimiter {
         }
         self.refused.with_label_values(&[name]).inc();
         Err(too_many_requests(name, quota, &decision))
-    }
-
-    /// The values of `keys`, or `None` when Redis failed.
-    async fn read(&self, keys: &[String]) -> Option<Values> {
-        let read = crate::redis::with_timeout(self.timeout, async {
-            let mut conn = self.redis.get().await?;
-            let values: Values = deadpool_redis::redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut *conn)
-                .await?;
-            anyhow::ensure!(
-                values.len() == keys.len(),
-                "MGET answered {} values",
-                values.len()
-            );
-            anyhow::Ok(values)
-        });
-        match read.await {
-            Ok(values) => Some(values),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the request's prefetched keys failed");
-                None
-            }
-        }
     }
 
     /// Like [`check`](Self::check), but a refusal is the 429 problem to answer with.
@@ -545,8 +518,10 @@ pub fn ip_subject(req: &HttpRequest, limiter: &RateLimiter) -> String {
 }
 
 /// The Redis keys a route reads first, for a request with a verified user: given the path and
-/// the user, fetched in the same round trip as the request's count and handed to the handler as
-/// [`Prefetched`] (docs/adr/0019-followees-in-process.md). Registered as app data.
+/// the user, fetched in the round trip of the request's count when that goes to Redis, and
+/// handed to the handler as [`Prefetched`] (docs/adr/0019-followees-in-process.md). A request
+/// counted in the process prefetches nothing (docs/adr/0031-feed-reads-while-confirming.md).
+/// Registered as app data.
 #[derive(Clone)]
 pub struct Prefetch(Arc<PrefetchFn>);
 
@@ -566,7 +541,8 @@ impl fmt::Debug for Prefetch {
 }
 
 /// What the rate-limit middleware read for a request's handler (see [`Prefetch`]), in the
-/// request's extensions. Absent when nothing was asked or Redis failed.
+/// request's extensions. Absent when nothing was asked, the count stayed in the process, or
+/// Redis failed.
 #[derive(Debug, Clone, Default)]
 pub struct Prefetched(Vec<(String, Option<Vec<u8>>)>);
 

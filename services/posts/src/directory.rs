@@ -35,6 +35,20 @@ pub struct FolloweeSet {
     pub stale: bool,
 }
 
+/// A followee list this process holds, not yet confirmed for the read at hand.
+#[derive(Debug)]
+pub struct HeldFollowees {
+    etag: String,
+    ids: Arc<[Uuid]>,
+}
+
+impl HeldFollowees {
+    /// The ids, sorted.
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+}
+
 /// Users as the posts service sees them.
 #[derive(Clone)]
 pub struct Directory {
@@ -267,71 +281,93 @@ impl Directory {
         })
     }
 
-    /// Every followee of `user`, current as of this call when the users service answers.
-    /// `prefetched` is what the rate-limit middleware read for the request, if anything.
-    pub async fn followees(
-        &self,
-        user: Uuid,
-        prefetched: Option<&Prefetched>,
-        ctx: &CallContext,
-    ) -> Result<FolloweeSet, PostsError> {
-        let key = self.followees_key(user);
+    /// The followee list this process holds for `user`, if any: a feed may read its page from it
+    /// while [`Self::confirm`] checks it (docs/adr/0031-feed-reads-while-confirming.md).
+    pub fn held(&self, user: Uuid) -> Option<HeldFollowees> {
         let local = self.local_followees.get(user);
         self.metrics
             .observe_cache("followees_local", local.is_some());
-        let held_locally = local.is_some();
-        // The version users published and, unless this process holds the list, the copy in
-        // Redis: one round trip either way.
-        let (cached, published) = match local {
-            Some(list) => {
-                let version_key = self.version_key(user);
-                let prefetched = prefetched.and_then(|p| p.get(&version_key));
-                self.metrics
-                    .observe_cache("followee_version_prefetched", prefetched.is_some());
-                let published = match prefetched {
-                    Some(value) => value.map(<[u8]>::to_vec),
-                    None => self.redis_mget(&[version_key]).await.pop().flatten(),
-                };
-                (Some(list), published)
-            }
-            None => {
-                let mut values = self
-                    .redis_mget(&[key.clone(), self.version_key(user)])
-                    .await
-                    .into_iter();
-                let cached = values
-                    .next()
-                    .flatten()
-                    .as_deref()
-                    .and_then(decode_followees)
-                    .map(|(etag, ids)| (etag, Arc::<[Uuid]>::from(ids)));
-                (cached, values.next().flatten())
-            }
+        local.map(|(etag, ids)| HeldFollowees { etag, ids })
+    }
+
+    /// Whether `held` is current: its ETag is the version users published for `user`. The
+    /// version comes from what the rate-limit middleware prefetched, else from Redis (one round
+    /// trip). users raises it before it answers a change, so a follow answered 204 is seen here
+    /// (docs/adr/0017-published-graph-versions.md).
+    pub async fn confirm(
+        &self,
+        user: Uuid,
+        held: &HeldFollowees,
+        prefetched: Option<&Prefetched>,
+    ) -> bool {
+        let version_key = self.version_key(user);
+        let prefetched = prefetched.and_then(|p| p.get(&version_key));
+        self.metrics
+            .observe_cache("followee_version_prefetched", prefetched.is_some());
+        let published = match prefetched {
+            Some(value) => value.map(<[u8]>::to_vec),
+            None => self.redis_mget(&[version_key]).await.pop().flatten(),
         };
         let published = published.as_deref().and_then(graph_versions::parse);
+        self.metrics.observe_cache("followees", true);
+        let current = published.is_some_and(|v| held.etag == graph_versions::etag(v));
+        self.metrics.observe_cache("followee_version", current);
+        current
+    }
+
+    /// Every followee of a reader this process holds no list for, current as of this call
+    /// when the users service answers: Redis's copy and the version users published, in one
+    /// round trip, else users.
+    pub async fn followees_not_held(
+        &self,
+        user: Uuid,
+        ctx: &CallContext,
+    ) -> Result<FolloweeSet, PostsError> {
+        let mut values = self
+            .redis_mget(&[self.followees_key(user), self.version_key(user)])
+            .await
+            .into_iter();
+        let cached = values
+            .next()
+            .flatten()
+            .as_deref()
+            .and_then(decode_followees)
+            .map(|(etag, ids)| HeldFollowees {
+                etag,
+                ids: Arc::from(ids),
+            });
+        let published = values.next().flatten();
+        let published = published.as_deref().and_then(graph_versions::parse);
         self.metrics.observe_cache("followees", cached.is_some());
-        if let Some((etag, ids)) = &cached {
-            // users raises the published version before it answers a change, so a cached list
-            // with the published version is current (docs/adr/0017-published-graph-versions.md).
-            let current = published.is_some_and(|v| *etag == graph_versions::etag(v));
+        if let Some(copy) = &cached {
+            let current = published.is_some_and(|v| copy.etag == graph_versions::etag(v));
             self.metrics.observe_cache("followee_version", current);
             if current {
-                if !held_locally {
-                    self.local_followees.keep(user, etag, ids);
-                }
+                self.local_followees.keep(user, &copy.etag, &copy.ids);
                 return Ok(FolloweeSet {
-                    ids: ids.to_vec(),
+                    ids: copy.ids.to_vec(),
                     stale: false,
                 });
             }
         }
-        let etag = cached.as_ref().map(|(etag, _)| etag.as_str());
+        self.revalidate(user, cached, ctx).await
+    }
+
+    /// Every followee of `user`, asked of users conditionally on `cached` (a copy that could not
+    /// be confirmed) when there is one; that copy, marked stale, when users does not answer.
+    pub async fn revalidate(
+        &self,
+        user: Uuid,
+        cached: Option<HeldFollowees>,
+        ctx: &CallContext,
+    ) -> Result<FolloweeSet, PostsError> {
+        let etag = cached.as_ref().map(|copy| copy.etag.as_str());
         match self.client.followee_ids(user, etag, ctx).await {
             Ok(Followees::Unchanged) => match cached {
-                Some((etag, ids)) => {
-                    self.local_followees.keep(user, &etag, &ids);
+                Some(copy) => {
+                    self.local_followees.keep(user, &copy.etag, &copy.ids);
                     Ok(FolloweeSet {
-                        ids: ids.to_vec(),
+                        ids: copy.ids.to_vec(),
                         stale: false,
                     })
                 }
@@ -342,7 +378,7 @@ impl Directory {
             Ok(Followees::Current { etag, mut ids }) => {
                 ids.sort_unstable();
                 self.redis_set(
-                    vec![(key, encode_followees(&etag, &ids))],
+                    vec![(self.followees_key(user), encode_followees(&etag, &ids))],
                     self.followees_ttl,
                 )
                 .await;
@@ -355,10 +391,10 @@ impl Directory {
                 stale: false,
             }),
             Err(UsersClientError::Unavailable(why)) => match cached {
-                Some((_, ids)) => {
+                Some(copy) => {
                     tracing::warn!(%why, "users service unavailable; serving cached followees");
                     Ok(FolloweeSet {
-                        ids: ids.to_vec(),
+                        ids: copy.ids.to_vec(),
                         stale: true,
                     })
                 }

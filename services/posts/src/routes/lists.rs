@@ -214,37 +214,92 @@ pub async fn feed(
         )));
     }
     let prefetched = req.extensions_mut().remove::<Prefetched>();
-    let followees = state
-        .directory
-        .followees(user.id, prefetched.as_ref(), &call_context_of(&req))
-        .await?;
     let before = start_of(&request, query.before);
-    let exclude_replies = query.exclude_replies.unwrap_or(false);
-    let limit = request.fetch_limit();
-    let plan = state.recent_heads.plan(
-        &followees.ids,
-        user.id,
+    let page = FeedPage {
+        reader: user.id,
         before,
-        exclude_replies,
-        usize::try_from(limit).unwrap_or(0),
-    );
-    let mut authors = followees.ids;
-    // The feed statements join on these ids, so they must be distinct. users never lists the
-    // reader among their followees (a CHECK forbids self-follows); nothing here relies on that.
-    if !authors.contains(&user.id) {
-        authors.push(user.id);
-    }
-    let rows = state
-        .statements
-        .run(async |db| {
-            let plan = plan.as_ref();
-            feed_store::page(db, &authors, plan, before, exclude_replies, limit, user.id).await
-        })
-        .await?;
+        exclude_replies: query.exclude_replies.unwrap_or(false),
+        limit: request.fetch_limit(),
+    };
+    let ctx = call_context_of(&req);
+    // With the reader's followees held, the page is read from them while they are confirmed:
+    // the Redis and PostgreSQL round trips overlap (docs/adr/0031-feed-reads-while-confirming.md).
+    // The rows read from a list that turns out not to be current are dropped, and the page is
+    // read again from the current one.
+    let held = state.directory.held(user.id);
+    let confirmed = match &held {
+        Some(list) => {
+            let (current, rows) = tokio::join!(
+                state.directory.confirm(user.id, list, prefetched.as_ref()),
+                page.read(&state, list.ids()),
+            );
+            current.then_some(rows)
+        }
+        None => None,
+    };
+    let (rows, stale) = match confirmed {
+        Some(rows) => (rows?, false),
+        None => {
+            let followees = match held {
+                Some(list) => {
+                    state
+                        .directory
+                        .revalidate(user.id, Some(list), &ctx)
+                        .await?
+                }
+                None => state.directory.followees_not_held(user.id, &ctx).await?,
+            };
+            (page.read(&state, &followees.ids).await?, followees.stale)
+        }
+    };
     let page = page_of(&state, rows, &request, Some(user.id), &req).await?;
     let mut response = HttpResponse::Ok();
-    if followees.stale {
+    if stale {
         response.insert_header((STALE_HEADER, "followees"));
     }
     Ok(response.json(page))
+}
+
+/// What a home feed page asks for, whoever its followees turn out to be.
+struct FeedPage {
+    reader: Uuid,
+    before: Position,
+    exclude_replies: bool,
+    limit: i64,
+}
+
+impl FeedPage {
+    /// The page's rows from `followees` (sorted) and the reader's own posts.
+    async fn read(&self, state: &AppState, followees: &[Uuid]) -> Result<Vec<PostRow>, PostsError> {
+        let plan = state.recent_heads.plan(
+            followees,
+            self.reader,
+            self.before,
+            self.exclude_replies,
+            usize::try_from(self.limit).unwrap_or(0),
+        );
+        let mut authors = followees.to_vec();
+        // The feed statements join on these ids, so they must be distinct. users never lists
+        // the reader among their followees (a CHECK forbids self-follows); nothing here relies
+        // on that.
+        if !authors.contains(&self.reader) {
+            authors.push(self.reader);
+        }
+        Ok(state
+            .statements
+            .run(async |db| {
+                let plan = plan.as_ref();
+                feed_store::page(
+                    db,
+                    &authors,
+                    plan,
+                    self.before,
+                    self.exclude_replies,
+                    self.limit,
+                    self.reader,
+                )
+                .await
+            })
+            .await?)
+    }
 }
