@@ -111,6 +111,14 @@ impl Env {
         self.parse(name, default_s).map(Duration::from_secs)
     }
 
+    /// `name` as a bound on how many of something there may be: at least one.
+    pub fn bound(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.parse(name, default)? {
+            0 => Err(self.invalid(name, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
     /// `name` as a comma-separated list (empty items dropped).
     pub fn list(&self, name: &str, default: &str) -> Vec<String> {
         self.string(name, default)
@@ -171,10 +179,7 @@ impl HttpSettings {
                 "CORS_ALLOWED_ORIGINS",
                 "http://localhost:3000,http://localhost:5173",
             ),
-            max_in_flight_requests: match env.parse("MAX_IN_FLIGHT_REQUESTS", 512)? {
-                0 => return Err(env.invalid("MAX_IN_FLIGHT_REQUESTS", "must be at least 1")),
-                n => n,
-            },
+            max_in_flight_requests: env.bound("MAX_IN_FLIGHT_REQUESTS", 512)?,
         })
     }
 }

@@ -31,6 +31,12 @@ pub fn cors(allowed_origins: &[String]) -> Cors {
     .max_age(3600)
 }
 
+/// Whether `path` is one of the endpoints operators and orchestrators call (health checks,
+/// `/metrics`): answered whatever the load and never rate-limited.
+pub(crate) fn is_operational(path: &str) -> bool {
+    path.starts_with("/health/") || path == "/metrics"
+}
+
 /// An `App` with what every service has: CORS, request spans, load shedding, rate limits,
 /// problem+json extractor configuration, the 404 fallback and the health endpoints. The service
 /// adds its routes.

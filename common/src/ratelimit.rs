@@ -568,8 +568,7 @@ pub async fn limit_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
     let path = req.path();
-    let exempt =
-        path.starts_with("/health/") || path == "/metrics" || path.starts_with("/internal/");
+    let exempt = crate::http::is_operational(path) || path.starts_with("/internal/");
     let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
     let verifier = req
         .app_data::<web::Data<crate::auth::TokenVerifier>>()

@@ -49,14 +49,10 @@ pub async fn shed_excess(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let path = req.path();
-    let exempt = path.starts_with("/health/") || path == "/metrics";
-    let Some(admission) = req.app_data::<web::Data<Admission>>().cloned() else {
-        return Ok(next.call(req).await?.map_into_left_body());
+    let admission = match req.app_data::<web::Data<Admission>>() {
+        Some(admission) if !crate::http::is_operational(req.path()) => admission.clone(),
+        _ => return Ok(next.call(req).await?.map_into_left_body()),
     };
-    if exempt {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
     // Held until the handler has answered. A body that streams on after that (a WebSocket's
     // frames) holds none: an open socket is not a request in flight.
     let Ok(_permit) = admission.permits.clone().try_acquire_owned() else {

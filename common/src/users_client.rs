@@ -56,10 +56,7 @@ impl UsersClientSettings {
             timeout: env.millis("USERS_TIMEOUT_MS", 2000)?,
             breaker_failures: env.parse("USERS_BREAKER_FAILURES", 5)?,
             breaker_cooldown: env.millis("USERS_BREAKER_COOLDOWN_MS", 5000)?,
-            max_in_flight: match env.parse("USERS_MAX_IN_FLIGHT", 64)? {
-                0 => return Err(env.invalid("USERS_MAX_IN_FLIGHT", "must be at least 1")),
-                n => n,
-            },
+            max_in_flight: env.bound("USERS_MAX_IN_FLIGHT", 64)?,
         })
     }
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const READERS: [&str; 7] = [
-    "string", "parse", "seconds", "millis", "optional", "secret", "list",
+const READERS: [&str; 8] = [
+    "string", "parse", "seconds", "millis", "optional", "secret", "list", "bound",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
