@@ -21,6 +21,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -30,6 +31,10 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// How soon a failed JWKS fetch may be retried.
 const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The refresher's first wait after a failed fetch while no key set was ever fetched (users
+/// starting at the same moment, say); it doubles up to [`FAILED_FETCH_BACKOFF`] × 5.
+const FIRST_FETCH_RETRY: Duration = Duration::from_millis(100);
 
 /// Largest JWKS document accepted from the users service.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -176,6 +181,9 @@ pub struct TokenVerifier {
     fetched_keys: RwLock<HashMap<String, DecodingKey>>,
     /// When keys were last fetched, and whether that fetch succeeded.
     last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// Set by the first successful fetch, and never cleared: from then on the verifier holds a
+    /// key set, however stale a failed refresh leaves it.
+    fetched_once: AtomicBool,
     http: reqwest::Client,
     validation: Validation,
     verified: VerifiedTokens,
@@ -261,6 +269,7 @@ impl TokenVerifier {
             static_keys,
             fetched_keys: RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
+            fetched_once: AtomicBool::new(false),
             http,
             validation,
             verified: VerifiedTokens::default(),
@@ -343,6 +352,19 @@ impl TokenVerifier {
         fetched.get(kid).cloned()
     }
 
+    /// Whether this verifier has a key set to check tokens against: its keys come from
+    /// configuration, or it has fetched the users service's set at least once. Until then every
+    /// token is answered 503, so the replica is not ready (`/health/ready`).
+    pub fn holds_keys(&self) -> bool {
+        self.settings.jwks_url.is_none() || self.fetched_once.load(Ordering::Acquire)
+    }
+
+    /// [`holds_keys`](Self::holds_keys), after a fetch if it holds none, bounded as the fetches
+    /// for unknown `kid`s are: a flood of readiness probes costs users at most one fetch a second.
+    pub async fn ensure_keys(&self) -> bool {
+        self.holds_keys() || (self.refresh_for_unknown_kid().await && self.holds_keys())
+    }
+
     /// Fetches the key set for a `kid` not in it, unless one was fetched too recently. Whether
     /// the keys held now are the users service's current set: false when the last fetch failed,
     /// so that an unknown `kid` proves nothing about the token.
@@ -421,26 +443,37 @@ impl TokenVerifier {
             .fetched_keys
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        self.fetched_once.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Refreshes the key set now (ignoring failures: the users service may start later) and
-    /// then every `refresh_every`, so that removed keys stop verifying.
+    /// then every `refresh_every`, so that removed keys stop verifying. Until a first fetch
+    /// succeeds it retries after 100 ms, doubling to 5 s: a replica started beside users holds
+    /// keys (and turns ready) a moment after users answers, not seconds later.
     pub fn spawn_refresher(self: &Arc<Self>) {
         if self.settings.jwks_url.is_none() {
             return;
         }
         let verifier = Arc::clone(self);
         tokio::spawn(async move {
+            let most = verifier
+                .settings
+                .refresh_every
+                .min(FAILED_FETCH_BACKOFF * 5);
+            let mut retry = FIRST_FETCH_RETRY.min(most);
             loop {
                 let pause = match verifier.refresh().await {
                     Ok(()) => verifier.settings.refresh_every,
                     Err(e) => {
                         tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
-                        verifier
-                            .settings
-                            .refresh_every
-                            .min(FAILED_FETCH_BACKOFF * 5)
+                        if verifier.holds_keys() {
+                            most
+                        } else {
+                            let pause = retry;
+                            retry = (retry * 2).min(most);
+                            pause
+                        }
                     }
                 };
                 tokio::time::sleep(pause).await;

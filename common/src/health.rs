@@ -1,14 +1,17 @@
 //! Liveness and readiness.
 //!
 //! `GET /health/live` answers while the process runs. `GET /health/ready` answers 200 only when
-//! PostgreSQL and Redis both answer within a short deadline and the replica is not shutting
-//! down, and 503 problem+json otherwise, so that a load balancer stops sending traffic to a
-//! replica that cannot serve it.
+//! PostgreSQL and Redis both answer within a short deadline, the replica holds the keys that
+//! verify tokens (fetched from users, for the services that verify its tokens), and it is not
+//! shutting down; 503 problem+json otherwise, so that a load balancer stops sending traffic to
+//! a replica that cannot serve it.
 
+use crate::auth::TokenVerifier;
 use crate::problem::Problem;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What readiness checks.
@@ -22,6 +25,9 @@ pub struct Readiness {
     pub timeout: Duration,
     /// Set once shutdown begins: the replica is then never ready again.
     pub drain: crate::service::Drain,
+    /// The verifier whose key set must be held (`None` where no token is verified). A replica
+    /// started before users can answer would refuse every signed-in request with 503.
+    pub keys: Option<Arc<TokenVerifier>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -45,14 +51,27 @@ async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, Problem>
             "draining: this replica is shutting down",
         ));
     }
-    let (db_ok, redis_ok) = tokio::join!(
+    let keys = async {
+        match &readiness.keys {
+            None => true,
+            Some(verifier) => tokio::time::timeout(readiness.timeout, verifier.ensure_keys())
+                .await
+                .unwrap_or(false),
+        }
+    };
+    let (db_ok, redis_ok, keys_ok) = tokio::join!(
         crate::db::ping(&readiness.db, readiness.timeout),
-        crate::redis::ping(&readiness.redis, readiness.timeout)
+        crate::redis::ping(&readiness.redis, readiness.timeout),
+        keys
     );
-    let down: Vec<&str> = [("postgresql", db_ok), ("redis", redis_ok)]
-        .into_iter()
-        .filter_map(|(name, ok)| (!ok).then_some(name))
-        .collect();
+    let down: Vec<&str> = [
+        ("postgresql", db_ok),
+        ("redis", redis_ok),
+        ("the users service's signing keys (JWKS)", keys_ok),
+    ]
+    .into_iter()
+    .filter_map(|(name, ok)| (!ok).then_some(name))
+    .collect();
     if down.is_empty() {
         Ok(HttpResponse::Ok().json(HealthStatus { status: "ready" }))
     } else {

@@ -94,6 +94,7 @@ impl Infrastructure {
             redis: redis.clone(),
             timeout: Duration::from_secs(1),
             drain: drain.clone(),
+            keys: None,
         };
         let metrics = crate::metrics::Metrics::new()?;
         let limiter = RateLimiter::new(

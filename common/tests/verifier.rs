@@ -321,3 +321,57 @@ async fn a_token_that_verified_does_not_vouch_for_another_signature_or_other_cla
     ));
     assert_eq!(verifier.verify(&genuine).await.unwrap(), claims);
 }
+
+#[tokio::test]
+async fn a_verifier_holds_keys_once_a_fetch_succeeded_and_asks_for_them_at_most_once_a_second() {
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    jwks.failing.store(true, Ordering::SeqCst);
+    let verifier = verifier_of(&jwks, Duration::from_secs(60));
+    assert!(!verifier.holds_keys());
+    assert!(!verifier.ensure_keys().await, "users cannot answer yet");
+    let fetches = jwks.fetches.load(Ordering::SeqCst);
+    assert_eq!(fetches, 1);
+    assert!(!verifier.ensure_keys().await);
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        fetches,
+        "a second probe within the back-off costs users nothing"
+    );
+
+    jwks.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verifier.ensure_keys().await);
+    // Held from then on, even when a later refresh fails: the keys fetched still verify.
+    jwks.failing.store(true, Ordering::SeqCst);
+    assert!(verifier.refresh().await.is_err());
+    assert!(verifier.holds_keys());
+    assert!(verifier.verify(&token("k1", PRIMARY)).await.is_ok());
+
+    // Keys from configuration are held from the start.
+    let mut s = settings(None, Duration::ZERO);
+    s.static_keys = vec![("seed".into(), PRIMARY_PUBLIC.into())];
+    let configured = TokenVerifier::new(s, vec![], reqwest::Client::new()).unwrap();
+    assert!(configured.holds_keys());
+}
+
+#[tokio::test]
+async fn the_refresher_retries_a_failed_first_fetch_within_a_moment_not_after_seconds() {
+    // A replica started at the same moment as users: its first fetch fails.
+    let jwks = JwksServer::start(vec![jwk("k1", PRIMARY)]).await;
+    jwks.failing.store(true, Ordering::SeqCst);
+    let verifier = Arc::new(verifier_of(&jwks, Duration::from_secs(60)));
+    verifier.spawn_refresher();
+    while jwks.fetches.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    jwks.failing.store(false, Ordering::SeqCst);
+    let answered = std::time::Instant::now();
+    while !verifier.holds_keys() {
+        assert!(
+            answered.elapsed() < Duration::from_secs(2),
+            "no key set 2 s after users answered (the steady retry is 5 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(verifier.verify(&token("k1", PRIMARY)).await.is_ok());
+}

@@ -78,13 +78,14 @@ impl Application {
     /// Builds the service on an existing pool (tests inject their database this way).
     pub async fn build_with_pool(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
         let base = &settings.base;
-        let infra = Infrastructure::prepare(base, db, &migrator()).await?;
+        let mut infra = Infrastructure::prepare(base, db, &migrator()).await?;
         let verifier = Arc::new(TokenVerifier::new(
             base.auth.clone(),
             Vec::new(),
             reqwest::Client::new(),
         )?);
         verifier.spawn_refresher();
+        infra.readiness.keys = Some(Arc::clone(&verifier));
         let verifier = web::Data::from(verifier);
         let hub = Hub::new(
             infra.redis.clone(),

@@ -421,3 +421,53 @@ async fn without_its_change_subscription_a_process_keeps_no_post() {
     );
     proxies(&app).redis.set(Fault::None);
 }
+
+#[tokio::test]
+async fn a_replica_started_while_users_cannot_answer_is_not_ready_until_it_holds_the_keys() {
+    let app = spawn_behind_proxies(&[]).await;
+    let author = app.register("author").await;
+    proxies(&app).users.set(Fault::Down);
+    let replica = app.spawn_replica().await;
+    let client = reqwest::Client::new();
+    let ready = || client.get(format!("{replica}/health/ready")).send();
+    let problem = expect_problem(
+        ready().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("signing keys"),
+        "{problem}"
+    );
+    // What a load balancer that sent it traffic anyway would see: 503, not 401.
+    let session = client
+        .get(format!("{replica}/v1/session"))
+        .bearer_auth(&author.token)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        session,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+
+    proxies(&app).users.set(Fault::None);
+    let answered = Instant::now();
+    while ready().await.unwrap().status() != StatusCode::OK {
+        assert!(
+            answered.elapsed() < Duration::from_secs(3),
+            "still not ready 3 s after users answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let session = client
+        .get(format!("{replica}/v1/session"))
+        .bearer_auth(&author.token)
+        .send()
+        .await
+        .unwrap();
+    expect_json(session, StatusCode::OK).await;
+}
