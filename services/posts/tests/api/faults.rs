@@ -440,15 +440,15 @@ async fn a_replica_started_while_users_cannot_answer_is_not_ready_until_it_holds
         problem["detail"].as_str().unwrap().contains("signing keys"),
         "{problem}"
     );
+    let session = || {
+        client
+            .get(format!("{replica}/v1/session"))
+            .bearer_auth(&author.token)
+            .send()
+    };
     // What a load balancer that sent it traffic anyway would see: 503, not 401.
-    let session = client
-        .get(format!("{replica}/v1/session"))
-        .bearer_auth(&author.token)
-        .send()
-        .await
-        .unwrap();
     expect_problem(
-        session,
+        session().await.unwrap(),
         StatusCode::SERVICE_UNAVAILABLE,
         "service_unavailable",
     )
@@ -463,11 +463,5 @@ async fn a_replica_started_while_users_cannot_answer_is_not_ready_until_it_holds
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let session = client
-        .get(format!("{replica}/v1/session"))
-        .bearer_auth(&author.token)
-        .send()
-        .await
-        .unwrap();
-    expect_json(session, StatusCode::OK).await;
+    expect_json(session().await.unwrap(), StatusCode::OK).await;
 }
