@@ -235,6 +235,15 @@ impl Hub {
         }
     }
 
+    /// [`publish`](Self::publish) in a task of its own, for a handler whose answer need not
+    /// wait for Redis: its write has committed, the event is at most once either way, and a
+    /// client that misses it catches up over REST. One event per call: two spawned publishes
+    /// may reach Redis in either order, as two requests' publishes always could.
+    pub fn publish_detached(self: &Arc<Self>, recipients: Vec<Uuid>, event: serde_json::Value) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move { hub.publish(recipients, event).await });
+    }
+
     /// Subscribes to the channel for as long as the process runs, reconnecting with backoff.
     /// `db` is where deletions are recorded: each subscription starts by closing the sockets of
     /// accounts deleted while it was down ([`Hub::close_departed`]).

@@ -197,10 +197,10 @@ pub async fn send(
         Appended::Departed => return Err(MessagingError::Departed),
     };
     let view = MessageView::from(message);
+    // Committed: the answer does not wait for Redis (docs/adr/0011, amendment of session 22).
     state
         .hub
-        .publish(participants, message_event("message.created", &view))
-        .await;
+        .publish_detached(participants, message_event("message.created", &view));
     Ok(HttpResponse::Created().json(view))
 }
 
