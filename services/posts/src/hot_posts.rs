@@ -192,6 +192,21 @@ impl HotPosts {
             return;
         }
         self.forget(changes);
+        self.tell_others(changes).await;
+    }
+
+    /// [`publish`](Self::publish), answering before Redis has the message: this process
+    /// forgets now, and the others hear in a task of its own.
+    pub fn publish_detached(self: &Arc<Self>, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.forget(&changes);
+        let hot = Arc::clone(self);
+        tokio::spawn(async move { hot.tell_others(&changes).await });
+    }
+
+    async fn tell_others(&self, changes: &[Change]) {
         let payload = Change::encode(changes);
         if let Err(e) = publish(&self.redis, self.redis_timeout, &self.channel, &payload).await {
             self.metrics

@@ -262,14 +262,22 @@ impl RecentHeads {
         })
     }
 
-    /// Moves the author's head to a post this process committed, then tells every other
-    /// process. Call it after the commit, before answering. A failed publish is logged and
-    /// counted; the others catch up at their next load. A process that holds no heads still
-    /// publishes: the others plan from what they hear, whatever this one's setting.
-    pub async fn publish(&self, posted: Posted) {
+    /// Moves the author's head to a post this process committed, and tells every other process
+    /// in a task of its own: call it after the commit; the answer need not wait for Redis, as
+    /// pub/sub reaches the others after the author's answer either way (docs/adr/0028,
+    /// amendment of session 22). A failed publish is logged and counted; the others catch up at
+    /// their next load. A process that holds no heads still publishes: the others plan from
+    /// what they hear, whatever this one's setting. The task's handle says when the others
+    /// were told (or the publish failed).
+    pub fn publish_detached(self: &Arc<Self>, posted: Posted) -> tokio::task::JoinHandle<()> {
         if self.capacity > 0 {
             self.heard(posted);
         }
+        let heads = Arc::clone(self);
+        tokio::spawn(async move { heads.tell_others(posted).await })
+    }
+
+    async fn tell_others(&self, posted: Posted) {
         if let Err(e) = publish(
             &self.redis,
             self.redis_timeout,
@@ -405,15 +413,15 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn heads(capacity: usize) -> RecentHeads {
-        RecentHeads::new(
+    fn heads(capacity: usize) -> Arc<RecentHeads> {
+        Arc::new(RecentHeads::new(
             capacity,
             Duration::from_secs(30),
             "t:",
             test_support::redis::unreachable_pool(),
             Duration::from_millis(50),
             Arc::new(Metrics::new().unwrap()),
-        )
+        ))
     }
 
     fn t(minute: i64) -> DateTime<Utc> {
@@ -603,12 +611,13 @@ mod tests {
         };
         assert_eq!(failed(), 0);
         heads
-            .publish(Posted {
+            .publish_detached(Posted {
                 author: Uuid::now_v7(),
                 at: t(5),
                 root: true,
             })
-            .await;
+            .await
+            .unwrap();
         // Redis is unreachable here: the publish was tried.
         assert_eq!(failed(), 1);
         assert!(heads.read().at.is_empty());
@@ -619,13 +628,17 @@ mod tests {
         let heads = heads(10);
         heads.loaded(vec![]);
         let a = Uuid::now_v7();
-        heads
-            .publish(Posted {
-                author: a,
-                at: t(5),
-                root: true,
-            })
-            .await;
+        // Moved before the publish is even tried, and whatever becomes of it.
+        let publishing = heads.publish_detached(Posted {
+            author: a,
+            at: t(5),
+            root: true,
+        });
+        assert_eq!(
+            heads.plan(&[a], a, TOP, false, 1).map(|p| p.floor),
+            Some(t(5))
+        );
+        publishing.await.unwrap();
         assert_eq!(
             heads.plan(&[a], a, TOP, false, 1).map(|p| p.floor),
             Some(t(5))

@@ -144,12 +144,12 @@ pub async fn create(
         at: view.created_at,
         root: view.reply_to.is_none(),
     };
-    let parent_changed = async {
-        if let Some(parent) = view.reply_to {
-            state.hot_posts.publish(&[Change::Post(parent)]).await;
-        }
-    };
-    futures_util::future::join(state.recent_heads.publish(posted), parent_changed).await;
+    // Committed: this process moves the head (and forgets a replied-to post) now, and the
+    // answer does not wait for Redis to tell the others (docs/adr/0028, amendment).
+    state.recent_heads.publish_detached(posted);
+    if let Some(parent) = view.reply_to {
+        state.hot_posts.publish_detached(vec![Change::Post(parent)]);
+    }
     Ok(HttpResponse::Created().json(view))
 }
 
