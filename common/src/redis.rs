@@ -148,8 +148,13 @@ impl RedisSettings {
 
     /// Builds the pool. It connects lazily: Redis being down does not stop start-up.
     pub fn pool(&self) -> anyhow::Result<Pool> {
+        // The client's own bounds (500 ms for an answer, 1 s to connect, unless told) would
+        // cut short a longer `REDIS_TIMEOUT_MS`: the setting is the one bound.
+        let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(self.timeout));
         let manager = Manager {
-            inner: deadpool_redis::Manager::new(self.url.as_str())?,
+            inner: deadpool_redis::Manager::new_with_config(self.url.as_str(), connection)?,
         };
         let config = managed::PoolConfig {
             max_size: self.pool_size,

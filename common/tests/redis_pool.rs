@@ -139,3 +139,27 @@ async fn a_dead_connection_idle_past_the_trusted_time_is_replaced_before_use() {
     let replacement = client_id(&mut conn).await;
     assert_ne!(replacement, id, "no command failed: the PING found it dead");
 }
+
+#[tokio::test]
+async fn a_command_may_take_as_long_as_the_configured_timeout_not_the_clients_own_500_ms() {
+    let pool = RedisSettings {
+        url: URL.to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_secs(3),
+        key_prefix: String::new(),
+    }
+    .pool()
+    .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let empty = format!("test:nothing-to-pop:{}", uuid::Uuid::now_v7());
+    // Redis answers this one after 0.8 s, with nothing: slower than the client's default bound.
+    let started = std::time::Instant::now();
+    let popped: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(&empty)
+        .arg(0.8)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(popped, None);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+}
