@@ -36,6 +36,11 @@ const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(1);
 /// starting at the same moment, say); it doubles up to [`FAILED_FETCH_BACKOFF`] × 5.
 const FIRST_FETCH_RETRY: Duration = Duration::from_millis(100);
 
+/// Longest a JWKS fetch may take. A fetch holds the lock that requests with an unknown `kid`
+/// (and readiness probes) wait on: a users service that accepts and never answers must not
+/// hold them for as long as the connection lives.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Largest JWKS document accepted from the users service.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
@@ -412,7 +417,7 @@ impl TokenVerifier {
             return Ok(());
         };
         // A refresh caused by a request continues that request's trace.
-        let mut request = self.http.get(url);
+        let mut request = self.http.get(url).timeout(FETCH_TIMEOUT);
         for (name, value) in crate::telemetry::trace_headers() {
             request = request.header(name, value);
         }

@@ -375,3 +375,45 @@ async fn the_refresher_retries_a_failed_first_fetch_within_a_moment_not_after_se
     }
     assert!(verifier.verify(&token("k1", PRIMARY)).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_jwks_fetch_that_is_never_answered_gives_up_and_does_not_hold_up_tokens() {
+    // A users service that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let verifier = Arc::new(
+        TokenVerifier::new(
+            settings(Some(url), Duration::from_secs(60)),
+            vec![],
+            reqwest::Client::new(),
+        )
+        .unwrap(),
+    );
+    // The background refresh is waiting for its answer...
+    let refreshing = tokio::spawn({
+        let verifier = Arc::clone(&verifier);
+        async move { verifier.refresh().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...while a token arrives, whose unknown kid waits for the same lock: it is answered
+    // 503 once the fetch gives up, not held for as long as the connection lives.
+    let verified = tokio::time::timeout(
+        Duration::from_secs(5),
+        verifier.verify(&token("k1", PRIMARY)),
+    )
+    .await;
+    assert!(
+        matches!(verified, Ok(Err(TokenError::KeysUnavailable(_)))),
+        "{verified:?}"
+    );
+    let refreshed = tokio::time::timeout(Duration::from_secs(1), refreshing).await;
+    assert!(matches!(refreshed, Ok(Ok(Err(_)))), "the fetch gave up");
+}
