@@ -116,6 +116,23 @@ impl Infrastructure {
             )),
         })
     }
+
+    /// The verifier of a service that checks the users service's tokens with the keys users
+    /// publishes (JWKS): refreshed in the background, and waited for by readiness until its
+    /// first key set is held (docs/adr/0003-rs256-jwks.md).
+    pub fn jwks_verifier(
+        &mut self,
+        settings: &AuthSettings,
+    ) -> anyhow::Result<Arc<crate::auth::TokenVerifier>> {
+        let verifier = Arc::new(crate::auth::TokenVerifier::new(
+            settings.clone(),
+            Vec::new(),
+            reqwest::Client::new(),
+        )?);
+        verifier.spawn_refresher();
+        self.readiness.keys = Some(Arc::clone(&verifier));
+        Ok(verifier)
+    }
 }
 
 /// Binds the configured address; returns the listener and the port actually bound.

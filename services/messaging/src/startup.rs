@@ -7,7 +7,6 @@ use crate::realtime::Hub;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use common::auth::TokenVerifier;
 use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
 use common::users_client::UsersClient;
@@ -79,14 +78,7 @@ impl Application {
     pub async fn build_with_pool(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
         let base = &settings.base;
         let mut infra = Infrastructure::prepare(base, db, &migrator()).await?;
-        let verifier = Arc::new(TokenVerifier::new(
-            base.auth.clone(),
-            Vec::new(),
-            reqwest::Client::new(),
-        )?);
-        verifier.spawn_refresher();
-        infra.readiness.keys = Some(Arc::clone(&verifier));
-        let verifier = web::Data::from(verifier);
+        let verifier = web::Data::from(infra.jwks_verifier(&base.auth)?);
         let hub = Hub::new(
             infra.redis.clone(),
             &base.redis.key_prefix,

@@ -308,9 +308,15 @@ impl Directory {
             Some(value) => value.map(<[u8]>::to_vec),
             None => self.redis_mget(&[version_key]).await.pop().flatten(),
         };
-        let published = published.as_deref().and_then(graph_versions::parse);
         self.metrics.observe_cache("followees", true);
-        let current = published.is_some_and(|v| held.etag == graph_versions::etag(v));
+        self.is_published(held, published.as_deref())
+    }
+
+    /// Whether `list` was read at `published`, the version users published (its raw value in
+    /// Redis, `None` when missing or unreadable); counted as a hit or miss of that version.
+    fn is_published(&self, list: &HeldFollowees, published: Option<&[u8]>) -> bool {
+        let version = published.and_then(graph_versions::parse);
+        let current = version.is_some_and(|v| list.etag == graph_versions::etag(v));
         self.metrics.observe_cache("followee_version", current);
         current
     }
@@ -337,18 +343,15 @@ impl Directory {
                 ids: Arc::from(ids),
             });
         let published = values.next().flatten();
-        let published = published.as_deref().and_then(graph_versions::parse);
         self.metrics.observe_cache("followees", cached.is_some());
-        if let Some(copy) = &cached {
-            let current = published.is_some_and(|v| copy.etag == graph_versions::etag(v));
-            self.metrics.observe_cache("followee_version", current);
-            if current {
-                self.local_followees.keep(user, &copy.etag, &copy.ids);
-                return Ok(FolloweeSet {
-                    ids: copy.ids.to_vec(),
-                    stale: false,
-                });
-            }
+        if let Some(copy) = &cached
+            && self.is_published(copy, published.as_deref())
+        {
+            self.local_followees.keep(user, &copy.etag, &copy.ids);
+            return Ok(FolloweeSet {
+                ids: copy.ids.to_vec(),
+                stale: false,
+            });
         }
         self.revalidate(user, cached, ctx).await
     }

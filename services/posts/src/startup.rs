@@ -7,7 +7,6 @@ use crate::recent_heads::RecentHeads;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use common::auth::TokenVerifier;
 use common::db::StatementPool;
 use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
@@ -83,14 +82,7 @@ impl Application {
     pub async fn build_with_pool(settings: Settings, db: PgPool) -> anyhow::Result<Self> {
         let base = &settings.base;
         let mut infra = Infrastructure::prepare(base, db, &migrator()).await?;
-        let verifier = Arc::new(TokenVerifier::new(
-            base.auth.clone(),
-            Vec::new(),
-            reqwest::Client::new(),
-        )?);
-        verifier.spawn_refresher();
-        infra.readiness.keys = Some(Arc::clone(&verifier));
-        let verifier = web::Data::from(verifier);
+        let verifier = web::Data::from(infra.jwks_verifier(&base.auth)?);
         let directory = Directory::new(
             UsersClient::new(&settings.users)?.with_metrics(infra.metrics.clone().into_inner()),
             infra.redis.clone(),
