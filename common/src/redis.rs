@@ -9,19 +9,90 @@
 //! operation two round trips. Its connections are multiplexed: one that is dead fails its next
 //! command at once rather than hanging, so the pool here pings only a connection it has reason to
 //! doubt ([`Manager`]).
+//!
+//! A multiplexed connection's socket, and the task that drives it, belong to the Tokio runtime
+//! that opened it. An actix worker is a runtime of its own, so [`Pool`] keeps a pool for each
+//! runtime that checks out, and a worker's commands never wait for another worker's thread
+//! (docs/adr/0032-connections-stay-with-their-runtime.md).
 
 use crate::config::{ConfigError, Env};
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::runtime::{Handle, Id as RuntimeId};
 
 pub use deadpool_redis;
 
-/// A pool of Redis connections. Check one out with `pool.get().await?` and pass it to a command
-/// as `&mut *conn`.
-pub type Pool = managed::Pool<Manager>;
+/// Pools of Redis connections, one for each runtime that checks out, each of at most
+/// `REDIS_POOL_SIZE`. Check one out with `pool.get().await?` and pass it to a command as
+/// `&mut *conn`. Cheap to clone; clones share the connections.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shards>,
+}
+
+struct Shards {
+    manager: Arc<deadpool_redis::Manager>,
+    config: managed::PoolConfig,
+    /// A handful: the HTTP workers and the runtime `main` runs on.
+    by_runtime: Mutex<Vec<(Option<RuntimeId>, managed::Pool<Manager>)>>,
+}
+
+impl Pool {
+    /// A connection of the caller's runtime's pool.
+    pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
+        self.here().get().await
+    }
+
+    /// The pools' sizes and waits, summed.
+    pub fn status(&self) -> deadpool::Status {
+        self.shards().iter().map(|(_, pool)| pool.status()).fold(
+            deadpool::Status {
+                max_size: 0,
+                size: 0,
+                available: 0,
+                waiting: 0,
+            },
+            |sum, one| deadpool::Status {
+                max_size: sum.max_size + one.max_size,
+                size: sum.size + one.size,
+                available: sum.available + one.available,
+                waiting: sum.waiting + one.waiting,
+            },
+        )
+    }
+
+    /// The pool of the runtime the caller runs on, made on its first checkout.
+    fn here(&self) -> managed::Pool<Manager> {
+        let here = Handle::try_current().ok().map(|runtime| runtime.id());
+        let mut shards = self.shards();
+        if let Some((_, pool)) = shards.iter().find(|(runtime, _)| *runtime == here) {
+            return pool.clone();
+        }
+        let pool = managed::Pool::builder(Manager {
+            inner: Arc::clone(&self.shared.manager),
+        })
+        .config(self.shared.config)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("a pool with a runtime set and no post-create hooks builds");
+        shards.push((here, pool.clone()));
+        pool
+    }
+
+    fn shards(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(Option<RuntimeId>, managed::Pool<Manager>)>> {
+        // Every change is one push: a panic while holding the lock leaves the list whole.
+        self.shared
+            .by_runtime
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// A connection checked out of a [`Pool`].
 pub type Connection = managed::Object<Manager>;
@@ -36,7 +107,7 @@ pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 /// fails one command, which callers treat as any Redis failure (a cache miss, a count kept in the
 /// process), and is then pinged, found dead and replaced.
 pub struct Manager {
-    inner: deadpool_redis::Manager,
+    inner: Arc<deadpool_redis::Manager>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -127,7 +198,7 @@ impl ConnectionLike for Checked {
 pub struct RedisSettings {
     /// `REDIS_URL` (default `redis://127.0.0.1:6379`).
     pub url: String,
-    /// `REDIS_POOL_SIZE` (default 16).
+    /// `REDIS_POOL_SIZE` (default 16): connections for each runtime (each HTTP worker).
     pub pool_size: usize,
     /// `REDIS_TIMEOUT_MS` (default 250): bound on getting a connection and on each command.
     pub timeout: Duration,
@@ -153,9 +224,7 @@ impl RedisSettings {
         let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(self.timeout))
             .set_connection_timeout(Some(self.timeout));
-        let manager = Manager {
-            inner: deadpool_redis::Manager::new_with_config(self.url.as_str(), connection)?,
-        };
+        let manager = deadpool_redis::Manager::new_with_config(self.url.as_str(), connection)?;
         let config = managed::PoolConfig {
             max_size: self.pool_size,
             timeouts: managed::Timeouts {
@@ -167,10 +236,13 @@ impl RedisSettings {
             // in use, and so trusted, while the rest age into being checked.
             queue_mode: managed::QueueMode::Lifo,
         };
-        Ok(Pool::builder(manager)
-            .config(config)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()?)
+        Ok(Pool {
+            shared: Arc::new(Shards {
+                manager: Arc::new(manager),
+                config,
+                by_runtime: Mutex::new(Vec::new()),
+            }),
+        })
     }
 }
 

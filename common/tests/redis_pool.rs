@@ -163,3 +163,35 @@ async fn a_command_may_take_as_long_as_the_configured_timeout_not_the_clients_ow
     assert_eq!(popped, None);
     assert!(started.elapsed() >= Duration::from_millis(700));
 }
+
+/// A runtime with a worker thread of its own, standing for an actix worker.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// docs/adr/0032: a connection's driving task and socket belong to the runtime that opened it, so
+/// each runtime is lent connections of its own, up to the pool size each.
+#[test]
+fn each_runtime_checks_out_connections_of_its_own() {
+    let (a, b) = (runtime(), runtime());
+    let pool = pool();
+    let id_on = |runtime: &tokio::runtime::Runtime| {
+        runtime.block_on(async { client_id(&mut pool.get().await.unwrap()).await })
+    };
+    let on_a = id_on(&a);
+    let on_b = id_on(&b);
+    assert_ne!(
+        on_a, on_b,
+        "b opened its own, though a's is idle and the size is 1"
+    );
+    for _ in 0..3 {
+        assert_eq!(id_on(&a), on_a);
+        assert_eq!(id_on(&b), on_b);
+    }
+    let status = pool.status();
+    assert_eq!((status.max_size, status.size, status.available), (2, 2, 2));
+}

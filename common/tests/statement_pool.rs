@@ -5,23 +5,15 @@
 //!
 //! One test, so that the process-wide check counter counts this pool alone.
 
+mod support;
+
 use common::db::{StatementPool, TRUSTED_FOR};
 use common::metrics::db_connection_checks;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
-
-fn admin_url() -> String {
-    std::env::var("ADMIN_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn backend(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
-}
+use support::{admin_url, backend};
 
 /// The pool's backends as the server lists them, its watcher's left out.
 async fn backends(admin: &PgPool, name: &str) -> Vec<i32> {

@@ -9,12 +9,20 @@
 //!
 //! Checkouts are checked as in sqlx's pool configured by [`super::DatabaseSettings::pool`]:
 //! a connection is pinged only when in doubt (docs/adr/0021).
+//!
+//! A connection's socket belongs to the Tokio runtime that opened it: that runtime's I/O driver
+//! is the one told when an answer arrives. An actix worker is a runtime of its own, so a
+//! connection opened by one worker and lent to another wakes the first worker's thread for every
+//! answer, which then wakes the second; while the first is busy, the answer waits. Each
+//! connection therefore remembers its runtime, and a checkout takes one of its own runtime's
+//! first (docs/adr/0032-connections-stay-with-their-runtime.md).
 
 use super::ServerWatch;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgSeverity};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::runtime::{Handle, Id as RuntimeId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A connection idle this long is closed rather than kept (sqlx's default `idle_timeout`).
@@ -45,13 +53,21 @@ struct Idle {
     conn: PgConnection,
     opened_at: Instant,
     answered_at: Instant,
+    home: Option<RuntimeId>,
 }
 
 /// A connection lent out. Dropped without [`Lent::give_back`], it is closed.
 struct Lent {
     conn: PgConnection,
     opened_at: Instant,
+    /// The runtime whose I/O driver its socket is registered with.
+    home: Option<RuntimeId>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The runtime the caller runs on.
+fn current_runtime() -> Option<RuntimeId> {
+    Handle::try_current().ok().map(|runtime| runtime.id())
 }
 
 impl StatementPool {
@@ -153,8 +169,9 @@ impl StatementPool {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        let here = current_runtime();
         let lent = loop {
-            let idle = self.idle().pop();
+            let idle = self.take_idle(here);
             let Some(mut idle) = idle else {
                 let conn = tokio::time::timeout_at(deadline, self.shared.options.connect())
                     .await
@@ -162,6 +179,7 @@ impl StatementPool {
                 break Lent {
                     conn,
                     opened_at: Instant::now(),
+                    home: here,
                     _permit: permit,
                 };
             };
@@ -182,11 +200,28 @@ impl StatementPool {
             break Lent {
                 conn: idle.conn,
                 opened_at: idle.opened_at,
+                home: idle.home,
                 _permit: permit,
             };
         };
         crate::metrics::pool_acquire_seconds().observe(started.elapsed().as_secs_f64());
         Ok(lent)
+    }
+
+    /// The idle connection a checkout on runtime `here` takes, holding its permit: the one of
+    /// `here` that answered last; else none while the pool has room to open one for `here`;
+    /// else the one of another runtime that answered last. `None`: open a connection.
+    fn take_idle(&self, here: Option<RuntimeId>) -> Option<Idle> {
+        let mut idle = self.idle();
+        if let Some(at) = idle.iter().rposition(|conn| conn.home == here) {
+            return Some(idle.remove(at));
+        }
+        // Lent out, this checkout's permit included, which has no connection yet.
+        let lent = self.shared.max as usize - self.shared.permits.available_permits();
+        if lent - 1 + idle.len() < self.shared.max as usize {
+            return None;
+        }
+        idle.pop()
     }
 
     fn give_back(&self, lent: Lent) {
@@ -206,6 +241,7 @@ impl StatementPool {
             conn: lent.conn,
             opened_at: lent.opened_at,
             answered_at: now,
+            home: lent.home,
         });
         // The permit is released after the push, as `lent` drops: a checkout that gets it
         // finds this connection.
