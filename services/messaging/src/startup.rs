@@ -7,6 +7,7 @@ use crate::realtime::Hub;
 use crate::routes::{self, ApiDoc};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
+use common::db::StatementPool;
 use common::ratelimit::{Quota, RateLimiter};
 use common::service::Infrastructure;
 use common::users_client::UsersClient;
@@ -20,6 +21,9 @@ use utoipa_actix_web::AppExt;
 pub struct AppState {
     /// The `messaging_svc` pool.
     pub db: PgPool,
+    /// Connections for a send's two statements, taken back without a round trip
+    /// (docs/adr/0023) and lent to the worker that opened them (docs/adr/0032).
+    pub statements: StatementPool,
     /// The users service, with this service's credentials.
     pub users: UsersClient,
     /// Sockets here, and events to every replica.
@@ -87,8 +91,15 @@ impl Application {
             infra.metrics.clone().into_inner(),
         );
         hub.spawn_subscriber(base.redis.url.clone(), infra.db.clone());
+        let statements = StatementPool::new(
+            infra.db.connect_options().as_ref().clone(),
+            base.database.statement_connections,
+            base.database.acquire_timeout,
+        );
+        infra.metrics.register(statements.collector()?)?;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
+            statements,
             users: UsersClient::new(&settings.users)?
                 .with_credentials(settings.credentials.clone())
                 .with_metrics(infra.metrics.clone().into_inner()),

@@ -140,7 +140,9 @@ pub async fn send(
     let client_id = client_id_of(&req, &body)?;
     // The conversation as the sender sees it, with who is in it and a message already sent
     // with this `client_id`: one round trip.
-    let target = conversations::send_target(&state.db, *id, user.id, client_id.as_deref())
+    let target = state
+        .statements
+        .run(async |db| conversations::send_target(db, *id, user.id, client_id.as_deref()).await)
         .await?
         .ok_or(MessagingError::NotFound)?;
     if let Some(first) = target.replayed {
@@ -188,10 +190,11 @@ pub async fn send(
     // conversation's row lock, then the append, whose own snapshot sees a deletion or a
     // concurrent retry of this send that committed while we waited (docs/adr/0011,
     // docs/adr/0013, docs/adr/0029).
-    let message = match messages::send(&state.db, *id, user.id, text.as_str(), client_id.as_deref())
-        .await?
-        .ok_or(MessagingError::NotFound)?
-    {
+    let appended = state
+        .statements
+        .run(async |db| messages::send(db, *id, user.id, text.as_str(), client_id.as_deref()).await)
+        .await?;
+    let message = match appended.ok_or(MessagingError::NotFound)? {
         Appended::Message(message) => message,
         Appended::Replayed(first) => return Ok(replayed(first)),
         Appended::Departed => return Err(MessagingError::Departed),

@@ -424,14 +424,18 @@ async fn a_send_over_the_quota_is_refused_for_the_quota_even_when_users_also_ref
     );
 }
 
-/// How many times this messaging replica asked users for contactability.
-async fn contactability_calls(app: &TestApp) -> u64 {
-    let metrics = app
-        .request(Method::GET, "/metrics", None, None)
+/// This replica's `/metrics` page.
+async fn metrics_of(app: &TestApp) -> String {
+    app.request(Method::GET, "/metrics", None, None)
         .await
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// How many times this messaging replica asked users for contactability.
+async fn contactability_calls(app: &TestApp) -> u64 {
+    let metrics = metrics_of(app).await;
     metrics
         .lines()
         .find(|l| {
@@ -566,4 +570,33 @@ async fn a_retry_that_waited_for_the_first_send_under_the_lock_returns_it_and_bu
     assert_eq!(replays, 1, "exactly one of the two is the replay");
     let next = app.send(&alice, &id, "next").await;
     assert_eq!(next["seq"], 2, "the replay took no seq");
+}
+
+/// A send's two statements run on the statement pool (docs/adr/0023), which takes a connection
+/// back without a round trip: sends one after another reuse one connection, idle between them.
+#[tokio::test]
+async fn sends_run_their_statements_on_the_statement_pool() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let id = app.conversation(&alice, &[&bob]).await;
+    for text in ["one", "two", "three"] {
+        app.send(&alice, &id, text).await;
+    }
+    let metrics = metrics_of(&app).await;
+    let gauge = |state: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "db_statement_pool_connections{{state=\"{state}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|n| n.parse::<i64>().unwrap())
+    };
+    assert_eq!(
+        (gauge("total"), gauge("idle")),
+        (Some(1), Some(1)),
+        "{metrics}"
+    );
 }
