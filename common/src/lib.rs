@@ -23,3 +23,12 @@ pub mod service;
 pub mod shed;
 pub mod telemetry;
 pub mod users_client;
+
+/// The Tokio runtime the caller runs on, `None` outside one. A socket belongs to the runtime
+/// that opened it, and each actix worker is a runtime of its own: the pools lend each runtime
+/// the connections it opened (docs/adr/0032-connections-stay-with-their-runtime.md).
+pub(crate) fn current_runtime() -> Option<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime.id())
+}

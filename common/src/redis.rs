@@ -22,7 +22,7 @@ use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::runtime::{Handle, Id as RuntimeId};
+use tokio::runtime::Id as RuntimeId;
 
 pub use deadpool_redis;
 
@@ -67,7 +67,7 @@ impl Pool {
 
     /// The pool of the runtime the caller runs on, made on its first checkout.
     fn here(&self) -> managed::Pool<Manager> {
-        let here = Handle::try_current().ok().map(|runtime| runtime.id());
+        let here = crate::current_runtime();
         let mut shards = self.shards();
         if let Some((_, pool)) = shards.iter().find(|(runtime, _)| *runtime == here) {
             return pool.clone();

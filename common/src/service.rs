@@ -117,6 +117,21 @@ impl Infrastructure {
         })
     }
 
+    /// A pool for hot statements beside the service's own (docs/adr/0023), with the role and
+    /// limits of `settings`, its gauges registered with this instance's metrics.
+    pub fn statement_pool(
+        &self,
+        settings: &DatabaseSettings,
+    ) -> anyhow::Result<crate::db::StatementPool> {
+        let pool = crate::db::StatementPool::new(
+            self.db.connect_options().as_ref().clone(),
+            settings.statement_connections,
+            settings.acquire_timeout,
+        );
+        self.metrics.register(pool.collector()?)?;
+        Ok(pool)
+    }
+
     /// The verifier of a service that checks the users service's tokens with the keys users
     /// publishes (JWKS): refreshed in the background, and waited for by readiness until its
     /// first key set is held (docs/adr/0003-rs256-jwks.md).

@@ -18,11 +18,12 @@
 //! first (docs/adr/0032-connections-stay-with-their-runtime.md).
 
 use super::ServerWatch;
+use crate::current_runtime;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgSeverity};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::runtime::{Handle, Id as RuntimeId};
+use tokio::runtime::Id as RuntimeId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A connection idle this long is closed rather than kept (sqlx's default `idle_timeout`).
@@ -63,11 +64,6 @@ struct Lent {
     /// The runtime whose I/O driver its socket is registered with.
     home: Option<RuntimeId>,
     _permit: OwnedSemaphorePermit,
-}
-
-/// The runtime the caller runs on.
-fn current_runtime() -> Option<RuntimeId> {
-    Handle::try_current().ok().map(|runtime| runtime.id())
 }
 
 impl StatementPool {

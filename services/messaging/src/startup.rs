@@ -91,12 +91,7 @@ impl Application {
             infra.metrics.clone().into_inner(),
         );
         hub.spawn_subscriber(base.redis.url.clone(), infra.db.clone());
-        let statements = StatementPool::new(
-            infra.db.connect_options().as_ref().clone(),
-            base.database.statement_connections,
-            base.database.acquire_timeout,
-        );
-        infra.metrics.register(statements.collector()?)?;
+        let statements = infra.statement_pool(&base.database)?;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
             statements,

@@ -93,12 +93,7 @@ impl Application {
             infra.metrics.clone().into_inner(),
         );
         let prefetch = web::Data::new(directory.prefetch());
-        let statements = StatementPool::new(
-            infra.db.connect_options().as_ref().clone(),
-            base.database.statement_connections,
-            base.database.acquire_timeout,
-        );
-        infra.metrics.register(statements.collector()?)?;
+        let statements = infra.statement_pool(&base.database)?;
         let hot_posts = Arc::new(HotPosts::new(
             settings.post_cache_ttl,
             &base.redis.key_prefix,
