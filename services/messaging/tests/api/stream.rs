@@ -67,8 +67,14 @@ async fn edits_deletions_read_markers_and_membership_changes_are_events_too() {
         app.register("carol").await,
     );
     let id = app.conversation(&alice, &[&bob]).await;
-    let message = app.send(&alice, &id, "v1").await;
+    // Connected before the send: its event is published beside the answer, not before it
+    // (docs/adr/0011), so a socket connected after the answer could still receive it.
     let mut alice_socket = connect(&app.address_b, &alice.token).await;
+    let message = app.send(&alice, &id, "v1").await;
+    assert_eq!(
+        next_event(&mut alice_socket).await["type"],
+        "message.created"
+    );
     let path = format!(
         "/v1/conversations/{id}/messages/{}",
         message["id"].as_str().unwrap()
@@ -180,9 +186,21 @@ async fn a_client_that_reconnects_catches_up_with_after_seq() {
         .unwrap();
     socket.close(None).await.unwrap();
 
+    // A send's event is published beside its answer (docs/adr/0011): Alice's socket on the
+    // replica Bob reconnects to sees the missed ones delivered there before Bob connects, so
+    // that his new socket receives only what is sent after it.
+    let mut witness = connect(&app.address_b, &alice.token).await;
     for i in 0..3 {
         app.send(&alice, &id, &format!("missed {i}")).await;
     }
+    // Each publish runs in a task of its own, so they may arrive in any order.
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        let event = next_event(&mut witness).await;
+        delivered.push(event["message"]["body"].as_str().unwrap().to_owned());
+    }
+    delivered.sort();
+    assert_eq!(delivered, ["missed 0", "missed 1", "missed 2"]);
     let mut socket = connect(&app.address_b, &bob.token).await;
     let missed = expect_json(
         app.get(
