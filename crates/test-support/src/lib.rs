@@ -174,6 +174,28 @@ pub mod http {
     }
 }
 
+/// Reading a service's `/metrics` (Prometheus text exposition) in tests.
+pub mod metrics {
+    /// The value of `series` (a metric's name with its labels, exactly as exposed), if exposed.
+    pub fn value(exposition: &str, series: &str) -> Option<f64> {
+        exposition.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            Some(value.parse().expect("a sample's value is a number"))
+        })
+    }
+
+    /// `db_statement_pool_connections` (docs/adr/0023) in the states `total` and `idle`.
+    pub fn statement_pool_connections(exposition: &str) -> (Option<f64>, Option<f64>) {
+        let state = |state: &str| {
+            value(
+                exposition,
+                &format!("db_statement_pool_connections{{state=\"{state}\"}}"),
+            )
+        };
+        (state("total"), state("idle"))
+    }
+}
+
 /// A Redis key prefix unique to one test.
 pub fn redis_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())

@@ -7,6 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use common::auth::TokenVerifier;
 use common::config::Secret;
+use common::db::StatementPool;
 use common::graph_versions::{Kind, Publisher};
 use common::ratelimit::RateLimiter;
 use common::service::Infrastructure;
@@ -25,6 +26,10 @@ pub const SCHEMA: &str = "users";
 pub struct AppState {
     /// The `users_svc` pool.
     pub db: PgPool,
+    /// Connections for the single reads other services ask for on their hot paths (a send's
+    /// contactability, a feed's followee ids and authors), taken back without a round trip
+    /// (docs/adr/0023).
+    pub statements: StatementPool,
     /// Signs tokens and publishes keys.
     pub signer: Signer,
     /// A hash to check against when a login is unknown, so that timing does not tell.
@@ -99,8 +104,10 @@ impl Application {
             settings.graph_version_ttl,
             infra.metrics.clone().into_inner(),
         );
+        let statements = infra.statement_pool(&base.database)?;
         let state = web::Data::new(AppState {
             db: infra.db.clone(),
+            statements,
             signer,
             dummy_hash,
             service_clients: settings.service_clients.clone(),

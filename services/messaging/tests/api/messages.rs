@@ -583,20 +583,9 @@ async fn sends_run_their_statements_on_the_statement_pool() {
         app.send(&alice, &id, text).await;
     }
     let metrics = metrics_of(&app).await;
-    let gauge = |state: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "db_statement_pool_connections{{state=\"{state}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .map(|n| n.parse::<i64>().unwrap())
-    };
     assert_eq!(
-        (gauge("total"), gauge("idle")),
-        (Some(1), Some(1)),
+        test_support::metrics::statement_pool_connections(&metrics),
+        (Some(1.0), Some(1.0)),
         "{metrics}"
     );
 }

@@ -262,7 +262,9 @@ pub async fn following_ids(
 ) -> Result<HttpResponse, UsersError> {
     // The version is read before the ids: a follow landing in between yields ids newer than
     // their ETag (harmless), never an ETag newer than its ids (which would hide the follow).
-    let version = graph::graph_version(&state.db, *id)
+    let version = state
+        .statements
+        .run(async |db| graph::graph_version(db, *id).await)
         .await?
         .ok_or(UsersError::NotFound)?;
     let etag = graph_versions::etag(version);
@@ -278,7 +280,10 @@ pub async fn following_ids(
             .insert_header((header::ETAG, etag))
             .finish());
     }
-    let ids = graph::following_ids(&state.db, *id).await?;
+    let ids = state
+        .statements
+        .run(async |db| graph::following_ids(db, *id).await)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag))
         .json(FolloweeIds { ids }))

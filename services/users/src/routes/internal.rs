@@ -81,7 +81,10 @@ pub async fn contactability(
             "at most 100 ids",
         )]));
     }
-    let rows = accounts::contacts(&state.db, *id, &body.user_ids).await?;
+    let rows = state
+        .statements
+        .run(async |db| accounts::contacts(db, *id, &body.user_ids).await)
+        .await?;
     let sender = rows
         .iter()
         .find(|r| r.id == *id)

@@ -287,7 +287,9 @@ pub async fn batch(
     query: web::Query<BatchQuery>,
 ) -> Result<HttpResponse, UsersError> {
     let ids = parse_ids(query.ids.as_deref())?;
-    let items = accounts::by_ids(&state.db, &ids)
+    let items = state
+        .statements
+        .run(async |db| accounts::by_ids(db, &ids).await)
         .await?
         .into_iter()
         .map(PublicProfile::from)

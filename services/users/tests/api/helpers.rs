@@ -131,6 +131,15 @@ impl TestApp {
             .and_then(|v| common::graph_versions::parse(&v))
     }
 
+    /// A service token for `client` (`posts` or `messaging`, with its development secret): the
+    /// answer of `POST /v1/auth/service-token`, asserting 200.
+    pub async fn service_token(&self, client: &str) -> Value {
+        let credentials =
+            json!({"client_id": client, "client_secret": format!("{client}-dev-secret")});
+        let response = self.post("/v1/auth/service-token", None, credentials).await;
+        expect_json(response, StatusCode::OK).await
+    }
+
     /// Registers `username` (password `password-<username>`), asserting 201.
     pub async fn register(&self, username: &str) -> TestUser {
         let password = format!("password-{username}");

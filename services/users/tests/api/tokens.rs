@@ -135,16 +135,7 @@ async fn services_get_tokens_for_internal_endpoints_and_users_are_refused_there(
     let user = app.register("target").await;
     let path = format!("/internal/v1/users/{}", user.id);
 
-    let service = expect_json(
-        app.post(
-            "/v1/auth/service-token",
-            None,
-            json!({"client_id": "posts", "client_secret": "posts-dev-secret"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let service = app.service_token("posts").await;
     let standing = expect_json(
         app.get(&path, service["access_token"].as_str()).await,
         StatusCode::OK,
@@ -228,16 +219,7 @@ async fn contactability_tells_unknown_from_unavailable_but_not_block_from_suspen
         )
         .await;
     expect_status(suspend, StatusCode::NO_CONTENT).await;
-    let service = expect_json(
-        app.post(
-            "/v1/auth/service-token",
-            None,
-            json!({"client_id": "messaging", "client_secret": "messaging-dev-secret"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let service = app.service_token("messaging").await;
     let unknown = uuid::Uuid::now_v7();
     let body = json!({"user_ids": [friend.id, blocker.id, blocked.id, suspended.id, unknown]});
     let path = format!("/internal/v1/users/{}/contactability", sender.id);
@@ -337,4 +319,40 @@ async fn contactability_tells_unknown_from_unavailable_but_not_block_from_suspen
     assert_eq!(answer["suspended"], true);
     assert_eq!(answer["unknown"], json!([]));
     assert_eq!(answer["unavailable"], json!([suspended.id]));
+}
+
+/// What other services ask on their hot paths (a send's contactability, a feed's followee ids
+/// and authors) runs on the statement pool (docs/adr/0023), which takes a connection back
+/// without a round trip: the calls one after another reuse one connection, idle between them.
+#[tokio::test]
+async fn the_reads_other_services_ask_for_run_on_the_statement_pool() {
+    let app = spawn_app().await;
+    let (sender, friend) = (app.register("sender").await, app.register("friend").await);
+    let service = app.service_token("messaging").await;
+    let contactability = app
+        .post(
+            &format!("/internal/v1/users/{}/contactability", sender.id),
+            service["access_token"].as_str(),
+            json!({"user_ids": [friend.id]}),
+        )
+        .await;
+    assert_eq!(
+        expect_json(contactability, StatusCode::OK).await["unknown"],
+        json!([])
+    );
+    let ids = app
+        .get(&format!("/v1/users/{}/following/ids", sender.id), None)
+        .await;
+    assert_eq!(expect_json(ids, StatusCode::OK).await["ids"], json!([]));
+    let profiles = app.get(&format!("/v1/users?ids={}", friend.id), None).await;
+    assert_eq!(
+        expect_json(profiles, StatusCode::OK).await["items"][0]["id"],
+        json!(friend.id)
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(
+        test_support::metrics::statement_pool_connections(&metrics),
+        (Some(1.0), Some(1.0)),
+        "{metrics}"
+    );
 }
