@@ -12,10 +12,12 @@
 //! - whenever it serves the id list (200 or 304), so that the key exists for active readers.
 //!
 //! A write only ever raises the stored version ([`RAISE`]): a list served from a read that raced
-//! a follow cannot put an older version back over the follow's. Keys live [`Publisher::ttl`],
-//! which bounds how long a reader can go on trusting an old version when the write after a
-//! change failed (Redis down or slow at that moment): the change was committed and answered, but
-//! its announcement was lost.
+//! a follow cannot put an older version back over the follow's. Keys live at most the
+//! publisher's `ttl`, which bounds how long a reader can go on trusting an old version when the
+//! write after a change failed (Redis down or slow at that moment): the change was committed and
+//! answered, but its announcement was lost. Each key's lifetime is drawn between three quarters
+//! of that and all of it ([`crate::expiry`]), so that the versions published together, for the
+//! readers of one burst, do not all expire, and send their readers to users, together.
 //!
 //! The posts service reads the key next to its cached list and uses the list without asking
 //! users when the two agree; when the key is missing or differs, it asks as before.
@@ -32,14 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Sets `KEYS[1]` to `ARGV[1]` with a lifetime of `ARGV[2]` seconds unless it holds a higher
-/// version; an equal version only renews the lifetime.
+/// Sets `KEYS[1]` to `ARGV[1]` with a lifetime of `ARGV[2]` milliseconds unless it holds a
+/// higher version; an equal version only renews the lifetime.
 pub const RAISE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(current) and tonumber(current) > tonumber(ARGV[1]) then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
@@ -163,7 +165,6 @@ impl Publisher {
     }
 
     async fn publish_chunk(&self, chunk: &[(Uuid, i64)]) -> anyhow::Result<()> {
-        let ttl = self.ttl.as_secs().max(1);
         let op = async {
             let mut conn = self.redis.get().await?;
             let mut pipe = redis::pipe();
@@ -173,7 +174,7 @@ impl Publisher {
                     .arg(1)
                     .arg(self.kind.key(&self.prefix, *user))
                     .arg(version)
-                    .arg(ttl)
+                    .arg(crate::expiry::spread_millis(self.ttl))
                     .ignore();
             }
             pipe.query_async::<()>(&mut *conn).await?;

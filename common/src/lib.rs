@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod expiry;
 pub mod graph_versions;
 pub mod health;
 pub mod http;

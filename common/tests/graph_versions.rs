@@ -37,16 +37,20 @@ fn unique_prefix() -> String {
     format!("test:{}:", Uuid::new_v4().simple())
 }
 
-async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
-    let pool = RedisSettings {
+/// A pool of one connection that reads what was published, outside any publisher's prefix.
+fn observer() -> common::redis::Pool {
+    RedisSettings {
         url: "redis://127.0.0.1:6379".to_owned(),
         pool_size: 1,
         timeout: Duration::from_secs(1),
         key_prefix: String::new(),
     }
     .pool()
-    .unwrap();
-    let mut conn = pool.get().await.unwrap();
+    .unwrap()
+}
+
+async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
+    let mut conn = observer().get().await.unwrap();
     let key = graph_versions::key(prefix, user);
     let value: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&key)
@@ -84,6 +88,37 @@ async fn a_published_version_only_rises_and_an_equal_one_renews_its_lifetime() {
     assert_eq!(version, Some(6));
     assert!(ttl > 60 && ttl <= 600, "lifetime {ttl}");
     assert!(stored(&prefix, b).await.1 <= 60);
+}
+
+#[tokio::test]
+async fn versions_published_together_do_not_expire_together() {
+    let prefix = unique_prefix();
+    let (publisher, _) = publisher_on("redis://127.0.0.1:6379", &prefix, Duration::from_secs(60));
+    let versions: Vec<(Uuid, i64)> = (0..50).map(|i| (Uuid::now_v7(), i)).collect();
+    publisher.publish(&versions).await;
+    let mut lifetimes = Vec::new();
+    for (user, _) in &versions {
+        lifetimes.push(remaining_ms(&prefix, *user).await);
+    }
+    // Within the bound the publisher promises, and spread across a quarter of it.
+    assert!(
+        lifetimes.iter().all(|ms| (44_000..=60_000).contains(ms)),
+        "{lifetimes:?}"
+    );
+    let (min, max) = (
+        lifetimes.iter().min().unwrap(),
+        lifetimes.iter().max().unwrap(),
+    );
+    assert!(max - min > 5_000, "{lifetimes:?}");
+}
+
+async fn remaining_ms(prefix: &str, user: Uuid) -> i64 {
+    let mut conn = observer().get().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(graph_versions::key(prefix, user))
+        .query_async(&mut *conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

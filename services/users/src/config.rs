@@ -24,7 +24,7 @@ pub struct Settings {
     pub limits: FlowLimits,
     /// Where the outbox delivers.
     pub outbox: OutboxSettings,
-    /// `GRAPH_VERSION_TTL_SECS` (default 60): how long a published followee-set version lives
+    /// `GRAPH_VERSION_TTL_SECS` (default 60): the longest a published followee-set version lives
     /// without being written again, which bounds how long readers may miss a change whose
     /// announcement Redis lost (docs/adr/0017-published-graph-versions.md).
     pub graph_version_ttl: Duration,
