@@ -436,14 +436,9 @@ async fn metrics_of(app: &TestApp) -> String {
 /// How many times this messaging replica asked users for contactability.
 async fn contactability_calls(app: &TestApp) -> u64 {
     let metrics = metrics_of(app).await;
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("upstream_request_duration_seconds_count")
-                && l.contains("operation=\"contactability\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
+    let series =
+        r#"upstream_request_duration_seconds_count{operation="contactability",target="users"}"#;
+    test_support::metrics::value(&metrics, series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

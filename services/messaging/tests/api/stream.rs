@@ -381,10 +381,7 @@ async fn open_sockets_are_counted_in_the_metrics() {
             .text()
             .await
             .unwrap();
-        text.lines().find_map(|l| {
-            l.strip_prefix("websocket_connections ")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
+        test_support::metrics::value(&text, "websocket_connections")
     };
     assert_eq!(gauge().await, Some(0.0));
     let socket = connect(&app.address, &alice.token).await;

@@ -585,12 +585,7 @@ async fn metrics_show_cache_hits_and_calls_to_the_users_service() {
         app.walk("/v1/feed", Some(&reader.token), 20).await;
     }
     let text = app.get("/metrics", None).await.text().await.unwrap();
-    let value = |series: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-    };
+    let value = |series: &str| test_support::metrics::value(&text, series);
     let cache = |name: &str, result: &str| {
         value(&format!(
             r#"cache_requests_total{{cache="{name}",result="{result}"}}"#

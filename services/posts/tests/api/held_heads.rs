@@ -32,10 +32,8 @@ async fn planned(app: &TestApp, base: &str) -> u64 {
         .text()
         .await
         .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"cache_requests_total{cache="feed_heads",result="hit"} "#))
-        .map_or(0, |n| n.parse().unwrap())
+    let series = r#"cache_requests_total{cache="feed_heads",result="hit"}"#;
+    test_support::metrics::value(&metrics, series).map_or(0, |n| n as u64)
 }
 
 /// Reads `reader`'s first page (of one post) on `base` until it is `expected` and was planned

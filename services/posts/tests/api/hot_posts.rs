@@ -38,10 +38,8 @@ async fn until(app: &TestApp, base: &str, path: &str, what: &str, check: impl Fn
 
 async fn hits(app: &TestApp, base: &str) -> u64 {
     let metrics = anonymous(app, base, "/metrics").await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"cache_requests_total{cache="posts_local",result="hit"} "#))
-        .map_or(0, |n| n.parse().unwrap())
+    let series = r#"cache_requests_total{cache="posts_local",result="hit"}"#;
+    test_support::metrics::value(&metrics, series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

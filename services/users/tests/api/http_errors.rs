@@ -224,14 +224,6 @@ async fn on_shutdown_readiness_turns_503_first_then_the_server_stops() {
     );
 }
 
-/// The value of one sample in a Prometheus text exposition, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
 #[tokio::test]
 async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
     let app = spawn_app().await;
@@ -251,7 +243,7 @@ async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
     );
     let text = response.text().await.unwrap();
     assert_eq!(
-        sample(
+        test_support::metrics::value(
             &text,
             r#"http_requests_total{method="GET",route="/v1/users/{id}",status="200"}"#
         ),
@@ -259,7 +251,7 @@ async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
         "{text}"
     );
     assert_eq!(
-        sample(
+        test_support::metrics::value(
             &text,
             r#"http_requests_total{method="GET",route="unmatched",status="404"}"#
         ),
@@ -267,15 +259,20 @@ async fn metrics_count_requests_by_route_pattern_and_fold_unmatched_paths() {
     );
     assert!(!text.contains("wp-admin"), "raw paths never become labels");
     assert!(
-        sample(
+        test_support::metrics::value(
             &text,
             r#"http_request_duration_seconds_count{method="POST",route="/v1/auth/register"}"#
         )
         .is_some()
     );
-    assert!(sample(&text, "http_requests_in_flight").is_some());
-    assert!(sample(&text, r#"db_pool_connections{state="max"}"#).is_some_and(|max| max > 0.0));
-    assert!(sample(&text, r#"redis_pool_connections{state="total"}"#).is_some());
+    assert!(test_support::metrics::value(&text, "http_requests_in_flight").is_some());
+    assert!(
+        test_support::metrics::value(&text, r#"db_pool_connections{state="max"}"#)
+            .is_some_and(|max| max > 0.0)
+    );
+    assert!(
+        test_support::metrics::value(&text, r#"redis_pool_connections{state="total"}"#).is_some()
+    );
 }
 
 #[tokio::test]
