@@ -50,10 +50,14 @@ impl DatabaseSettings {
     }
 
     /// Connection options: the URL, the service's schema first on the search path, and the
-    /// statement timeout.
+    /// statement timeout. The connections are named after the schema (`application_name`, as
+    /// `pg_stat_activity` and the server's log show it) unless the URL names them.
     pub fn connect_options(&self, schema: &str) -> anyhow::Result<PgConnectOptions> {
-        let options =
+        let mut options =
             PgConnectOptions::from_str(self.url.expose()).context("parsing DATABASE_URL")?;
+        if options.get_application_name().is_none() {
+            options = options.application_name(schema);
+        }
         Ok(options
             .options([
                 ("search_path", schema.to_owned()),

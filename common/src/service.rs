@@ -118,13 +118,19 @@ impl Infrastructure {
     }
 
     /// A pool for hot statements beside the service's own (docs/adr/0023), with the role and
-    /// limits of `settings`, its gauges registered with this instance's metrics.
+    /// limits of `settings`, its gauges registered with this instance's metrics. Its
+    /// connections are named after the service pool's, followed by ` statements`.
     pub fn statement_pool(
         &self,
         settings: &DatabaseSettings,
     ) -> anyhow::Result<crate::db::StatementPool> {
+        let options = self.db.connect_options().as_ref().clone();
+        let name = format!(
+            "{} statements",
+            options.get_application_name().unwrap_or("pool")
+        );
         let pool = crate::db::StatementPool::new(
-            self.db.connect_options().as_ref().clone(),
+            options.application_name(&name),
             settings.statement_connections,
             settings.acquire_timeout,
         );

@@ -10,6 +10,7 @@ mod admin;
 mod audit;
 mod auth;
 mod bola;
+mod connections;
 mod deletion;
 mod graph;
 mod helpers;
