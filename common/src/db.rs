@@ -102,6 +102,16 @@ impl DatabaseSettings {
     }
 }
 
+/// `options` with its connections named after those of `options` (`pool` when unnamed),
+/// followed by `suffix`: how a pool's watcher, or a second pool, says whose it is.
+pub(crate) fn suffixed(options: &PgConnectOptions, suffix: &str) -> PgConnectOptions {
+    let name = format!(
+        "{} {suffix}",
+        options.get_application_name().unwrap_or("pool")
+    );
+    options.clone().application_name(&name)
+}
+
 /// How long after its last check a pooled connection is handed out without another.
 ///
 /// sqlx pings every connection as it returns to the pool, so a connection idle for less than
@@ -143,10 +153,9 @@ impl ServerWatch {
             _stop: stop,
         });
         // Named after the pool's connections, so an operator sees whose watcher it is.
-        let name = format!("{} watch", options.get_application_name().unwrap_or("pool"));
         runtime.spawn(watch_server(
             Arc::downgrade(&watch),
-            options.application_name(&name),
+            suffixed(&options, "watch"),
             timeout,
             stopped,
         ));

@@ -124,13 +124,8 @@ impl Infrastructure {
         &self,
         settings: &DatabaseSettings,
     ) -> anyhow::Result<crate::db::StatementPool> {
-        let options = self.db.connect_options().as_ref().clone();
-        let name = format!(
-            "{} statements",
-            options.get_application_name().unwrap_or("pool")
-        );
         let pool = crate::db::StatementPool::new(
-            options.application_name(&name),
+            crate::db::suffixed(&self.db.connect_options(), "statements"),
             settings.statement_connections,
             settings.acquire_timeout,
         );

@@ -49,19 +49,19 @@ fn observer() -> common::redis::Pool {
     .unwrap()
 }
 
-async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
+/// The answer of `command` (`GET`, `TTL`, `PTTL`…) for `user`'s published version.
+async fn ask<T: redis::FromRedisValue>(command: &str, prefix: &str, user: Uuid) -> T {
     let mut conn = observer().get().await.unwrap();
-    let key = graph_versions::key(prefix, user);
-    let value: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
+    redis::cmd(command)
+        .arg(graph_versions::key(prefix, user))
         .query_async(&mut *conn)
         .await
-        .unwrap();
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(&key)
-        .query_async(&mut *conn)
-        .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn stored(prefix: &str, user: Uuid) -> (Option<i64>, i64) {
+    let value: Option<Vec<u8>> = ask("GET", prefix, user).await;
+    let ttl: i64 = ask("TTL", prefix, user).await;
     (value.and_then(|v| graph_versions::parse(&v)), ttl)
 }
 
@@ -98,7 +98,7 @@ async fn versions_published_together_do_not_expire_together() {
     publisher.publish(&versions).await;
     let mut lifetimes = Vec::new();
     for (user, _) in &versions {
-        lifetimes.push(remaining_ms(&prefix, *user).await);
+        lifetimes.push(ask::<i64>("PTTL", &prefix, *user).await);
     }
     // Within the bound the publisher promises, and spread across a quarter of it.
     assert!(
@@ -110,15 +110,6 @@ async fn versions_published_together_do_not_expire_together() {
         lifetimes.iter().max().unwrap(),
     );
     assert!(max - min > 5_000, "{lifetimes:?}");
-}
-
-async fn remaining_ms(prefix: &str, user: Uuid) -> i64 {
-    let mut conn = observer().get().await.unwrap();
-    redis::cmd("PTTL")
-        .arg(graph_versions::key(prefix, user))
-        .query_async(&mut *conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
