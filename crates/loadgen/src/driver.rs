@@ -483,7 +483,7 @@ pub fn report(
 }
 
 /// The percentiles of `histogram` (microseconds), in milliseconds.
-fn latency(histogram: &Histogram<u64>) -> Latency {
+pub fn latency(histogram: &Histogram<u64>) -> Latency {
     let ms = |us: u64| us as f64 / 1000.0;
     Latency {
         p50: ms(histogram.value_at_quantile(0.5)),

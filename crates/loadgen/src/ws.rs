@@ -1,9 +1,11 @@
 //! The real-time scenario: messages sent through one messaging replica, received on WebSockets
 //! held by the other. Latency runs from each message's intended send time (open loop, as in
 //! [`crate::driver`]) to its arrival on the recipient's socket, so it covers the send, the
-//! commit, the publish through Redis and the delivery by the other replica.
+//! commit, the publish through Redis and the delivery by the other replica. The report's
+//! `by_kind` splits it: `answered` runs from the same intended time to the send's 201, so a
+//! tail that `answered` shares is the send's, and one it lacks is the delivery's.
 
-use crate::driver::{Report, Schedule, Targets, http_client, record, report};
+use crate::driver::{Report, Schedule, Targets, http_client, latency, record, report};
 use crate::seed::Manifest;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -74,6 +76,10 @@ pub async fn run(
     let sender_tokens: Arc<Vec<String>> = Arc::new(sender_tokens);
     let conversations: Arc<Vec<uuid::Uuid>> = Arc::new(pairs.iter().map(|(c, _, _)| *c).collect());
     let failed_sends = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // From each measured send's intended time to its 201.
+    let answered = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     while let Some((i, intended)) = due.recv().await {
         if let Ok(mut p) = pending.lock() {
             p.insert(i, intended);
@@ -83,8 +89,12 @@ pub async fn run(
             "{}/v1/conversations/{}/messages",
             targets.messaging, conversations[k]
         );
-        let (client, tokens, failed) =
-            (client.clone(), sender_tokens.clone(), failed_sends.clone());
+        let (client, tokens, failed, answered) = (
+            client.clone(),
+            sender_tokens.clone(),
+            failed_sends.clone(),
+            answered.clone(),
+        );
         let measured = i >= schedule.measured_from;
         tokio::spawn(async move {
             let sent = client
@@ -94,8 +104,13 @@ pub async fn run(
                 .send()
                 .await;
             let ok = matches!(sent, Ok(r) if r.status().is_success());
-            if !ok && measured {
+            if !measured {
+                return;
+            }
+            if !ok {
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else if let Ok(mut answered) = answered.lock() {
+                let _ = record(&mut answered, intended.elapsed());
             }
         });
     }
@@ -131,12 +146,20 @@ pub async fn run(
     if histogram.is_empty() {
         record(&mut histogram, Duration::from_secs(60))?;
     }
-    report(
+    let mut report = report(
         "message-ws",
         &schedule,
         &clocked,
         measured,
         errors,
         &histogram,
-    )
+    )?;
+    let answered = answered
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a send's task panicked"))?;
+    if !answered.is_empty() {
+        report.by_kind.insert("answered", latency(&answered));
+    }
+    report.by_kind.insert("delivered", latency(&histogram));
+    Ok(report)
 }
