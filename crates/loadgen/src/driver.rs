@@ -64,7 +64,7 @@ pub struct Report {
 }
 
 /// One request of a scenario.
-enum Call {
+pub enum Call {
     Get {
         url: String,
         token: Option<Arc<str>>,
@@ -507,19 +507,19 @@ pub async fn saturate(
 ) -> anyhow::Result<serde_json::Value> {
     let manifest = Manifest::load(work_dir)?;
     let plan = Arc::new(plan(scenario, targets, &manifest, keys_dir)?);
-    let client = http_client()?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let measure_from = Instant::now() + Duration::from_secs(2);
     let end = measure_from + Duration::from_secs_f64(seconds);
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, plan, next) = (client.clone(), plan.clone(), next.clone());
+        let (plan, next) = (plan.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let (mut ok, mut failed, mut all) = (0u64, 0u64, 0u64);
+            let mut client = crate::bare::Worker::default();
             while Instant::now() < end {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
-                let success = send(&client, (plan.calls)(i)).await.is_ok();
+                let success = client.send((plan.calls)(i)).await.is_ok();
                 all += 1;
                 if sent >= measure_from && Instant::now() <= end {
                     if success { ok += 1 } else { failed += 1 }

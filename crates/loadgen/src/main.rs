@@ -9,6 +9,7 @@
 //!
 //! docs/PERFORMANCE.md explains the scenarios and how to reproduce the figures.
 
+mod bare;
 mod driver;
 mod seed;
 mod tokens;
