@@ -278,7 +278,6 @@ pub async fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the clock thread panicked"))?;
     drop(tx);
-    let new_histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let mut histogram = new_histogram()?;
     let mut kinds: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
     let mut lines = trace.map(|_| String::from("i,kind,sent_unix_ms,latency_us,ok\n"));
@@ -328,6 +327,11 @@ pub async fn run(
         .map(|(kind, histogram)| (*kind, latency(histogram)))
         .collect();
     Ok(report)
+}
+
+/// An empty latency histogram: microseconds, from 1 µs to 60 s, to three significant digits.
+pub fn new_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
 }
 
 /// Records one latency, in microseconds.
@@ -443,7 +447,7 @@ pub struct Clocked {
 impl Clocked {
     /// The lateness as percentiles.
     pub fn lateness_ms(&self) -> anyhow::Result<Latency> {
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut histogram = new_histogram()?;
         for late in &self.lateness {
             record(&mut histogram, *late)?;
         }

@@ -5,10 +5,11 @@
 //! `by_kind` splits it: `answered` runs from the same intended time to the send's 201, so a
 //! tail that `answered` shares is the send's, and one it lacks is the delivery's.
 
-use crate::driver::{Report, Schedule, Targets, http_client, latency, record, report};
+use crate::driver::{
+    Report, Schedule, Targets, http_client, latency, new_histogram, record, report,
+};
 use crate::seed::Manifest;
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,9 +78,7 @@ pub async fn run(
     let conversations: Arc<Vec<uuid::Uuid>> = Arc::new(pairs.iter().map(|(c, _, _)| *c).collect());
     let failed_sends = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // From each measured send's intended time to its 201.
-    let answered = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let answered = Arc::new(Mutex::new(new_histogram()?));
     while let Some((i, intended)) = due.recv().await {
         if let Ok(mut p) = pending.lock() {
             p.insert(i, intended);
@@ -118,7 +117,7 @@ pub async fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the clock thread panicked"))?;
     // Whatever has not arrived five seconds after the last send is lost.
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut histogram = new_histogram()?;
     let mut received = 0u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
