@@ -434,12 +434,13 @@ pub enum AccountLock {
 /// [`AccountLock::Write`] and then, in a statement of their own, check that the account has not
 /// departed; the deletion takes it [`AccountLock::Delete`] before recording the departure.
 ///
-/// posts' keyed create takes the write lock inside the statement that takes its key's lock
-/// (`posts::store::idempotency::lock_writer_and_key`), and messaging's writes in a conversation
-/// inside the statement that locks its row (`messaging::store::conversations::lock_for_participant`),
-/// so the lock's key is spelled there too: posts' test
-/// `a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused` and messaging's
-/// `a_send_waits_for_its_accounts_deletion_in_flight_and_is_then_refused` fail if they drift apart.
+/// posts' create takes the write lock in its PL/pgSQL function (`posts.create_post`,
+/// docs/adr/0033), and messaging's writes in a conversation inside the statement that locks its
+/// row (`messaging::store::conversations::lock_for_participant`), so the lock's key is spelled
+/// there too: posts' tests `a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refused`
+/// and `a_post_without_a_key_waits_for_its_accounts_deletion_in_flight_and_is_then_refused`, and
+/// messaging's `a_send_waits_for_its_accounts_deletion_in_flight_and_is_then_refused`, fail if
+/// they drift apart.
 pub async fn lock_account(
     conn: &mut sqlx::PgConnection,
     account: uuid::Uuid,

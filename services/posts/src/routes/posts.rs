@@ -5,7 +5,8 @@ use crate::error::PostsError;
 use crate::hot_posts::Change;
 use crate::recent_heads::Posted;
 use crate::startup::AppState;
-use crate::store::{accounts, idempotency, likes, posts};
+use crate::store::posts::Creation;
+use crate::store::{accounts, likes, posts};
 use crate::views::{self, PostView};
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use common::auth::{AuthUser, MaybeAuthUser};
@@ -102,43 +103,39 @@ pub async fn create(
         .remove(&user.id)
         .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
 
-    let mut tx = state.db.begin().await?;
-    // With a key, the account's lock and the key's are taken in one round trip, and the
-    // departure and the stored outcome read in one more.
-    let departed = || Problem::unauthenticated("the account no longer exists");
-    match &key {
-        None => {
-            if !accounts::hold_for_write(&mut tx, user.id).await? {
-                return Err(departed().into());
-            }
+    let author_view = serde_json::to_value(&author).map_err(anyhow::Error::from)?;
+    let key = key
+        .as_ref()
+        .map(|key| (key.as_str(), request_hash.as_slice()));
+    // The locks, the checks, the post and the key's outcome: one call, which commits
+    // (docs/adr/0033). On the writes' pool, so that commits waiting for the disk never hold
+    // the connections reads are served from (docs/adr/0023).
+    let creation = posts::create(
+        &state.db,
+        user.id,
+        author_view,
+        text.as_str(),
+        body.reply_to,
+        key,
+    )
+    .await?;
+    // The function builds the view in SQL; it is read back as the view it must be, so both
+    // answers serialize as every other PostView does.
+    let read_back = |view| serde_json::from_value::<PostView>(view).map_err(anyhow::Error::from);
+    let view = match creation {
+        Creation::Created(view) => read_back(view)?,
+        Creation::Replayed(first) => {
+            return Ok(HttpResponse::Created()
+                .insert_header(("idempotent-replayed", "true"))
+                .json(read_back(first)?));
         }
-        Some(key) => {
-            if !idempotency::lock_writer_and_key(&mut tx, user.id, key.as_str()).await? {
-                return Err(PostsError::IdempotencyInFlight);
-            }
-            let found = idempotency::find(&mut tx, user.id, key.as_str()).await?;
-            if !found.present {
-                return Err(departed().into());
-            }
-            if let Some(stored) = found.stored {
-                if stored.request_hash != request_hash {
-                    return Err(PostsError::IdempotencyMismatch);
-                }
-                return Ok(HttpResponse::Created()
-                    .insert_header(("idempotent-replayed", "true"))
-                    .json(stored.response_body));
-            }
+        Creation::KeyReused => return Err(PostsError::IdempotencyMismatch),
+        Creation::InFlight => return Err(PostsError::IdempotencyInFlight),
+        Creation::Departed => {
+            return Err(Problem::unauthenticated("the account no longer exists").into());
         }
-    }
-    let row = posts::insert(&mut tx, user.id, text.as_str(), body.reply_to)
-        .await?
-        .ok_or(PostsError::ReplyTargetMissing)?;
-    let view = PostView::new(row, author, Some(false));
-    if let Some(key) = &key {
-        let stored = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        idempotency::store(&mut tx, user.id, key.as_str(), &request_hash, &stored).await?;
-    }
-    tx.commit().await?;
+        Creation::ReplyTargetMissing => return Err(PostsError::ReplyTargetMissing),
+    };
     let posted = Posted {
         author: user.id,
         at: view.created_at,

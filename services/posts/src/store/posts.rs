@@ -23,47 +23,68 @@ pub struct PostRow {
 /// A keyset position in a newest-first or oldest-first list of posts.
 pub type Position = (DateTime<Utc>, Uuid);
 
-/// Creates a post, counts it on its parent, and moves its author's head forward, in one
-/// statement (one round trip: compose is the mix's slowest request). `Ok(None)` when `reply_to`
-/// names no post. Run it in a transaction.
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Creation {
+    /// Written (and stored under the key, if any): the new post's view as JSON, in the shape
+    /// of [`crate::views::PostView`].
+    Created(serde_json::Value),
+    /// The key's live outcome, for the same request: the first request's view.
+    Replayed(serde_json::Value),
+    /// The key's live outcome is for another request.
+    KeyReused,
+    /// Another request with the key is in flight.
+    InFlight,
+    /// The users service has reported the account deleted.
+    Departed,
+    /// `reply_to` names no post.
+    ReplyTargetMissing,
+}
+
+/// Creates `author`'s post as one transaction in one round trip (`posts.create_post`,
+/// docs/adr/0033): takes the account's write lock and the key's, then checks the departure and
+/// the key's stored outcome, then inserts the post, counts it on its parent, moves the author's
+/// head and stores the outcome under the key, each step a statement of one call made outside
+/// any transaction, which commits it. Nothing is written unless the outcome is `Created`.
+/// `author_view` is the author's summary as the view shows it.
 #[tracing::instrument(skip_all, err)]
-pub async fn insert(
-    conn: &mut PgConnection,
+pub async fn create(
+    db: impl PgExecutor<'_>,
     author: Uuid,
+    author_view: serde_json::Value,
     text: &str,
     reply_to: Option<Uuid>,
-) -> Result<Option<PostRow>, sqlx::Error> {
-    // The parent is counted first; without one the post is not inserted. A root post has no
-    // root head to move: GREATEST ignores the NULL it brings.
-    sqlx::query_as!(
-        PostRow,
-        r#"WITH parent AS (
-               UPDATE posts.posts SET reply_count = reply_count + 1 WHERE id = $4 RETURNING id
-           ),
-           post AS (
-               INSERT INTO posts.posts (id, author_id, text, reply_to, created_at)
-               SELECT $1, $2, $3, $4, clock_timestamp()
-               WHERE $4::uuid IS NULL OR EXISTS (SELECT 1 FROM parent)
-               RETURNING id, author_id, text, reply_to, created_at, edited_at, like_count, reply_count
-           ),
-           head AS (
-               INSERT INTO posts.author_heads AS h (author_id, last_post_at, last_root_post_at)
-               SELECT author_id, created_at, CASE WHEN reply_to IS NULL THEN created_at END FROM post
-               ON CONFLICT (author_id) DO UPDATE SET
-                   last_post_at = GREATEST(h.last_post_at, EXCLUDED.last_post_at),
-                   last_root_post_at = GREATEST(h.last_root_post_at, EXCLUDED.last_root_post_at)
-           )
-           SELECT id AS "id!", author_id AS "author_id!", text AS "text!", reply_to,
-                  created_at AS "created_at!", edited_at, like_count AS "like_count!",
-                  reply_count AS "reply_count!", false AS "liked_by_me?"
-           FROM post"#,
+    key: Option<(&str, &[u8])>,
+) -> Result<Creation, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT outcome AS "outcome!", body FROM posts.create_post($1, $2, $3, $4, $5, $6, $7, $8)"#,
         Uuid::now_v7(),
         author,
+        author_view,
         text,
         reply_to,
+        key.map(|(key, _)| key),
+        key.map(|(_, hash)| hash),
+        super::idempotency::RETENTION_HOURS as i32,
     )
-    .fetch_optional(&mut *conn)
-    .await
+    .fetch_one(db)
+    .await?;
+    let body = |body: Option<serde_json::Value>| {
+        body.ok_or_else(|| sqlx::Error::Protocol(format!("{} without a body", row.outcome)))
+    };
+    Ok(match row.outcome.as_str() {
+        "created" => Creation::Created(body(row.body)?),
+        "replayed" => Creation::Replayed(body(row.body)?),
+        "key_reused" => Creation::KeyReused,
+        "in_flight" => Creation::InFlight,
+        "departed" => Creation::Departed,
+        "reply_target_missing" => Creation::ReplyTargetMissing,
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "posts.create_post answered an unknown outcome {other:?}"
+            )));
+        }
+    })
 }
 
 /// One post.

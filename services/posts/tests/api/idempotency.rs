@@ -43,6 +43,139 @@ async fn a_retry_with_the_same_key_returns_the_original_response_and_creates_not
     assert_eq!(count_posts(&app).await, 1);
 }
 
+async fn keyed(
+    app: &TestApp,
+    user: &TestUser,
+    key: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/posts", app.address))
+        .bearer_auth(&user.token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stored_keys(app: &TestApp, user: &TestUser) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM posts.idempotency_keys WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_one(&app.admin_pool)
+        .await
+        .unwrap()
+}
+
+async fn reply_count(app: &TestApp, post: &serde_json::Value) -> i64 {
+    let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
+    let view = expect_json(
+        app.request(reqwest::Method::GET, &path, None, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    view["reply_count"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_reply_is_replayed_and_counted_on_its_parent_once() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let parent = app.post(&alice, "a question").await;
+    let body = json!({"text": "an answer", "reply_to": parent["id"]});
+    let first = expect_json(
+        keyed(&app, &bob, "answer-1", body.clone()).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(first["reply_to"], parent["id"]);
+    assert_eq!(first["author"]["id"], bob.id.to_string());
+    assert_eq!(first["liked_by_me"], false);
+    let retry = keyed(&app, &bob, "answer-1", body).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_json(retry, StatusCode::CREATED).await, first);
+    assert_eq!(count_posts(&app).await, 2);
+    assert_eq!(reply_count(&app, &parent).await, 1);
+}
+
+#[tokio::test]
+async fn a_reply_to_an_unknown_post_stores_no_outcome_under_its_key() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let body = json!({"text": "to nobody", "reply_to": uuid::Uuid::now_v7()});
+    for _ in 0..2 {
+        expect_problem(
+            keyed(&app, &alice, "lost", body.clone()).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_reference",
+        )
+        .await;
+    }
+    assert_eq!(stored_keys(&app, &alice).await, 0);
+    assert_eq!(count_posts(&app).await, 0);
+    // The key is still free for the request the client meant.
+    expect_status(
+        create_with_key(&app, &alice, "lost", "to everyone").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(stored_keys(&app, &alice).await, 1);
+}
+
+#[tokio::test]
+async fn a_key_is_remembered_for_24_hours_and_then_does_the_work_again() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let first = expect_json(
+        create_with_key(&app, &alice, "daily", "same words").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    sqlx::query(
+        "UPDATE posts.idempotency_keys SET created_at = now() - interval '24 hours 1 minute'
+         WHERE user_id = $1",
+    )
+    .bind(alice.id)
+    .execute(&app.admin_pool)
+    .await
+    .unwrap();
+    let again = create_with_key(&app, &alice, "daily", "same words").await;
+    assert!(!again.headers().contains_key("idempotent-replayed"));
+    let second = expect_json(again, StatusCode::CREATED).await;
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(count_posts(&app).await, 2);
+    // The key now holds the second outcome.
+    let replayed = expect_json(
+        create_with_key(&app, &alice, "daily", "same words").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(replayed, second);
+    assert_eq!(stored_keys(&app, &alice).await, 1);
+}
+
+/// The release before ADR 0033 stored the 201's body as the service serialized it; a retry
+/// after the upgrade still gets that answer.
+#[tokio::test]
+async fn an_outcome_stored_by_the_previous_release_is_replayed_as_it_was_answered() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let first = expect_json(
+        create_with_key(&app, &alice, "upgrade", "before the release").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    sqlx::query("UPDATE posts.idempotency_keys SET response_body = $2 WHERE user_id = $1")
+        .bind(alice.id)
+        .bind(&first)
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
+    let retry = create_with_key(&app, &alice, "upgrade", "before the release").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(expect_json(retry, StatusCode::CREATED).await, first);
+}
+
 #[tokio::test]
 async fn the_same_key_with_another_body_is_422() {
     let app = spawn_app().await;
