@@ -94,14 +94,15 @@ pub async fn create(
     let request_hash =
         Sha256::digest(json!({"text": text.as_str(), "reply_to": body.reply_to}).to_string())
             .to_vec();
-    // The author's summary is fetched before the transaction: no lock is held over a call.
+    let departed = || Problem::unauthenticated("the account no longer exists");
+    // The author's summary is fetched before the write: no lock is held over a call.
     let ctx = call_context_of(&req);
     let author = state
         .directory
         .authors(&[user.id], &ctx)
         .await?
         .remove(&user.id)
-        .ok_or_else(|| Problem::unauthenticated("the account no longer exists"))?;
+        .ok_or_else(departed)?;
 
     let author_view = serde_json::to_value(&author).map_err(anyhow::Error::from)?;
     let key = key
@@ -131,9 +132,7 @@ pub async fn create(
         }
         Creation::KeyReused => return Err(PostsError::IdempotencyMismatch),
         Creation::InFlight => return Err(PostsError::IdempotencyInFlight),
-        Creation::Departed => {
-            return Err(Problem::unauthenticated("the account no longer exists").into());
-        }
+        Creation::Departed => return Err(departed().into()),
         Creation::ReplyTargetMissing => return Err(PostsError::ReplyTargetMissing),
     };
     let posted = Posted {

@@ -4,20 +4,30 @@ use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// `POST /v1/posts` with `body`, under `key`.
+async fn keyed(
+    app: &TestApp,
+    user: &TestUser,
+    key: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/posts", app.address))
+        .bearer_auth(&user.token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn create_with_key(
     app: &TestApp,
     user: &TestUser,
     key: &str,
     text: &str,
 ) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/posts", app.address))
-        .bearer_auth(&user.token)
-        .header("idempotency-key", key)
-        .json(&json!({"text": text}))
-        .send()
-        .await
-        .unwrap()
+    keyed(app, user, key, json!({"text": text})).await
 }
 
 async fn count_posts(app: &TestApp) -> i64 {
@@ -43,22 +53,6 @@ async fn a_retry_with_the_same_key_returns_the_original_response_and_creates_not
     assert_eq!(count_posts(&app).await, 1);
 }
 
-async fn keyed(
-    app: &TestApp,
-    user: &TestUser,
-    key: &str,
-    body: serde_json::Value,
-) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/posts", app.address))
-        .bearer_auth(&user.token)
-        .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn stored_keys(app: &TestApp, user: &TestUser) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM posts.idempotency_keys WHERE user_id = $1")
         .bind(user.id)
@@ -69,11 +63,7 @@ async fn stored_keys(app: &TestApp, user: &TestUser) -> i64 {
 
 async fn reply_count(app: &TestApp, post: &serde_json::Value) -> i64 {
     let path = format!("/v1/posts/{}", post["id"].as_str().unwrap());
-    let view = expect_json(
-        app.request(reqwest::Method::GET, &path, None, None).await,
-        StatusCode::OK,
-    )
-    .await;
+    let view = expect_json(app.get(&path, None).await, StatusCode::OK).await;
     view["reply_count"].as_i64().unwrap()
 }
 
