@@ -1,8 +1,10 @@
 //! `Idempotency-Key` on post creation: retries never duplicate.
 
 use crate::helpers::*;
+use posts::store::posts::{self as store, Creation};
 use reqwest::StatusCode;
 use serde_json::json;
+use sqlx::{Connection, PgConnection};
 
 /// `POST /v1/posts` with `body`, under `key`.
 async fn keyed(
@@ -296,4 +298,60 @@ async fn a_keyed_post_waits_for_its_accounts_deletion_in_flight_and_is_then_refu
 #[tokio::test]
 async fn a_post_without_a_key_waits_for_its_accounts_deletion_in_flight_and_is_then_refused() {
     post_while_leaving(None).await;
+}
+
+/// The key's stored outcome is read through the key's index, however empty the table was when
+/// the connection planned the lookup (migration 20261204000001). A connection keeps its plans:
+/// one made over an empty, vacuumed table was a sequential scan of every stored key, kept while
+/// the table grew, so that each keyed post read every key stored before it.
+#[tokio::test]
+async fn the_keys_outcome_is_read_by_index_even_when_planned_over_an_empty_table() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    // Empty and measured so, as after a purge that left no key, or the benchmark's reset.
+    sqlx::raw_sql("VACUUM (ANALYZE) posts.idempotency_keys")
+        .execute(&app.admin_pool)
+        .await
+        .unwrap();
+    let mut conn = PgConnection::connect(&app._db.url_for("posts"))
+        .await
+        .unwrap();
+    // One transaction, so that its own scans can be counted at its end. The plans are the
+    // connection's either way, and from the sixth call on they are generic ones.
+    let mut tx = conn.begin().await.unwrap();
+    let author = json!({"id": alice.id, "username": "alice", "display_name": "alice"});
+    for i in 0..12 {
+        let key = format!("key-{i}");
+        let creation = store::create(
+            &mut *tx,
+            alice.id,
+            author.clone(),
+            "once",
+            None,
+            Some((&key, b"hash".as_slice())),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(creation, Creation::Created(_)), "{creation:?}");
+    }
+    // The lookups found nothing so far; a retry shows they read what was stored.
+    let retry = store::create(
+        &mut *tx,
+        alice.id,
+        author.clone(),
+        "once",
+        None,
+        Some(("key-0", b"hash".as_slice())),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(retry, Creation::Replayed(_)), "{retry:?}");
+    let seq_scans: i64 = sqlx::query_scalar(
+        "SELECT seq_scan FROM pg_stat_xact_user_tables
+         WHERE relid = 'posts.idempotency_keys'::regclass",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(seq_scans, 0, "no lookup scanned the stored keys");
 }
