@@ -584,3 +584,50 @@ async fn sends_run_their_statements_on_the_statement_pool() {
         "{metrics}"
     );
 }
+
+/// The statements of a send read and write rows by unique keys, so none of them scans a table,
+/// however small the tables were when a connection planned them (see
+/// migrations/messaging/20261204000002_sends_read_by_key.sql).
+#[tokio::test]
+async fn a_sends_statements_read_by_index_even_when_planned_over_empty_tables() {
+    use messaging::store::messages::{self, Appended};
+    use sqlx::{Connection, PgConnection};
+
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let conversation: uuid::Uuid = app.conversation(&alice, &[&bob]).await.parse().unwrap();
+    // Measured nearly empty, as on a new deployment before any ANALYZE.
+    sqlx::raw_sql(
+        "VACUUM (ANALYZE) messaging.messages, messaging.conversations, \
+         messaging.participants, messaging.departed_accounts",
+    )
+    .execute(&app.admin_pool)
+    .await
+    .unwrap();
+    let mut conn = PgConnection::connect(&app._db.url_for("messaging"))
+        .await
+        .unwrap();
+    // One transaction, so that its own scans can be counted at its end. The plans are the
+    // connection's either way, and from the sixth call on they are generic ones.
+    let mut tx = conn.begin().await.unwrap();
+    for i in 0..12 {
+        let key = format!("k-{i}");
+        let sent = messages::send(&mut *tx, conversation, alice.id, "hi", Some(&key))
+            .await
+            .unwrap();
+        assert!(matches!(sent, Some(Appended::Message(_))), "{sent:?}");
+    }
+    // The key's lookups found nothing so far; a retry shows they read what was stored.
+    let retry = messages::send(&mut *tx, conversation, alice.id, "hi", Some("k-0"))
+        .await
+        .unwrap();
+    assert!(matches!(retry, Some(Appended::Replayed(_))), "{retry:?}");
+    let scans: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
+         WHERE schemaname = 'messaging' AND seq_scan > 0 ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(scans, vec![], "no statement of a send scanned a table");
+}
