@@ -252,12 +252,21 @@ pub mod redis {
 /// A port that was free a moment ago, for a service that must be started (and restarted) at an
 /// address known in advance. It is drawn below Linux's ephemeral range (32768-60999): a port
 /// the OS handed out for `:0` would soon go to some test's outgoing connection, which is what
-/// happened when this picked one that way. Only another test's draw could collide now.
+/// happened when this picked one that way. A draw is held unbound until its service starts,
+/// seconds later for services that migrate first, so two tests of one binary that drew the same
+/// port at random collided (EADDRINUSE in CI). Draws now walk the range from a random start, so
+/// none repeats within a process; test binaries run one after another.
 pub fn free_port() -> u16 {
-    use rand::Rng;
-    let mut rng = rand::rng();
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static START: OnceLock<u32> = OnceLock::new();
+    static DRAWN: AtomicU32 = AtomicU32::new(0);
+    let start = *START.get_or_init(|| rand::random_range(0..COUNT));
     loop {
-        let port = rng.random_range(20_000..32_000);
+        let port = FIRST + (start + DRAWN.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        let port = u16::try_from(port).expect("the range is below 32768");
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
