@@ -29,17 +29,21 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+/// The number given as `name`, else `default`.
+fn number<T>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    flag(args, name).map_or(Ok(default), |given| Ok(given.parse()?))
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("wake") {
         // Plain sleeps on the main thread: no runtime, nothing else awake in this process.
-        let seconds: f64 = flag(&args, "--seconds")
-            .unwrap_or_else(|| "10".to_owned())
-            .parse()?;
-        let interval_ms: u64 = flag(&args, "--interval-ms")
-            .unwrap_or_else(|| "5".to_owned())
-            .parse()?;
-        anyhow::ensure!(interval_ms > 0, "--interval-ms must be positive");
+        let seconds: f64 = number(&args, "--seconds", 10.0)?;
+        let interval_ms: u64 = number(&args, "--interval-ms", 5)?;
         let samples = (seconds * 1000.0 / interval_ms as f64).round() as usize;
         let late = wake::lateness(std::time::Duration::from_millis(interval_ms), samples)?;
         let report = serde_json::json!({
@@ -82,9 +86,7 @@ async fn command(args: Vec<String>) -> anyhow::Result<()> {
             let rate: f64 = flag(&args, "--rate")
                 .context("--rate is required")?
                 .parse()?;
-            let seconds: f64 = flag(&args, "--seconds")
-                .unwrap_or_else(|| "30".to_owned())
-                .parse()?;
+            let seconds: f64 = number(&args, "--seconds", 30.0)?;
             let targets = targets(&args);
             let keys_dir = flag(&args, "--keys-dir").unwrap_or_else(|| ".dev/keys".to_owned());
             let report = if scenario == "message-ws" {
@@ -110,12 +112,8 @@ async fn command(args: Vec<String>) -> anyhow::Result<()> {
         }
         Some("saturate") => {
             let scenario = flag(&args, "--scenario").context("--scenario is required")?;
-            let concurrency: usize = flag(&args, "--concurrency")
-                .unwrap_or_else(|| "16".to_owned())
-                .parse()?;
-            let seconds: f64 = flag(&args, "--seconds")
-                .unwrap_or_else(|| "10".to_owned())
-                .parse()?;
+            let concurrency: usize = number(&args, "--concurrency", 16)?;
+            let seconds: f64 = number(&args, "--seconds", 10.0)?;
             let keys_dir = flag(&args, "--keys-dir").unwrap_or_else(|| ".dev/keys".to_owned());
             let result = driver::saturate(
                 &scenario,
