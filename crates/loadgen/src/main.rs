@@ -9,12 +9,16 @@
 //! - `loadgen wake [--seconds S] [--interval-ms I]` sleeps for I ms (default 5) over and over for
 //!   S seconds (default 10) and prints how late the sleeps ended, as JSON: how long this machine
 //!   takes to wake a sleeping thread, which every hop of a request may pay.
+//! - `loadgen stalls --trace FILE.csv --sched FILE.txt --clock-offset-s X [--slow-ms P99]` lines
+//!   a traced run's bursts of slow requests up with `perf sched timehist` output recorded beside
+//!   it (its clock X seconds behind Unix time) and prints, as JSON, what the cores ran in each.
 //!
 //! docs/PERFORMANCE.md explains the scenarios and how to reproduce the figures.
 
 mod bare;
 mod driver;
 mod seed;
+mod stalls;
 mod tokens;
 mod wake;
 mod ws;
@@ -49,6 +53,20 @@ fn main() -> anyhow::Result<()> {
         let report = serde_json::json!({
             "interval_ms": interval_ms, "samples": samples, "lateness_ms": late,
         });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("stalls") {
+        let read = |name: &str| -> anyhow::Result<String> {
+            let path = flag(&args, name).with_context(|| format!("{name} is required"))?;
+            std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+        };
+        let requests = stalls::parse_trace(&read("--trace")?)?;
+        let slices = stalls::parse_timehist(&read("--sched")?);
+        anyhow::ensure!(!slices.is_empty(), "no scheduler slices in --sched");
+        let offset: f64 = number(&args, "--clock-offset-s", 0.0)?;
+        let slow_ms = flag(&args, "--slow-ms").map(|ms| ms.parse()).transpose()?;
+        let report = stalls::attribute(&requests, &slices, offset, slow_ms);
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
@@ -129,7 +147,7 @@ async fn command(args: Vec<String>) -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S] [--trace FILE.csv] | loadgen saturate --scenario NAME [--concurrency C] [--seconds S] | loadgen wake [--seconds S] [--interval-ms I]"
+                "usage: loadgen seed [--small] [--database bench] | loadgen run --scenario NAME --rate R [--seconds S] [--trace FILE.csv] | loadgen saturate --scenario NAME [--concurrency C] [--seconds S] | loadgen wake [--seconds S] [--interval-ms I] | loadgen stalls --trace FILE.csv --sched FILE.txt --clock-offset-s X [--slow-ms MS]"
             );
             std::process::exit(2);
         }
