@@ -389,11 +389,7 @@ impl Schedule {
             (self.start, self.interval, self.total, self.measured_from);
         let spin = spin_for(interval);
         let clock = std::thread::spawn(move || {
-            // A sleep may end up to the thread's timer slack after its deadline: 50 µs by
-            // default on Linux, which would be charged to the server. 1 ns asks for the timer's
-            // own precision. Should it fail, the lateness is still measured and reported.
-            #[cfg(target_os = "linux")]
-            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+            precise_sleeps();
             let mut last_sent = start;
             let mut lateness = Vec::with_capacity(total.saturating_sub(measured_from) as usize);
             for i in 0..total {
@@ -423,6 +419,15 @@ impl Schedule {
         });
         (clock, due)
     }
+}
+
+/// Asks that this thread's sleeps end as close to their deadlines as the timer allows. A sleep
+/// may end up to the thread's timer slack after its deadline: 50 µs by default on Linux, which
+/// would be charged to the server (or to the host's wake-up). 1 ns asks for the timer's own
+/// precision. Should it fail, the lateness is still measured and reported.
+pub fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
 }
 
 /// How long the clock spins before each send, after sleeping the rest of the wait: a tenth of

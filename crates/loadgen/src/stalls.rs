@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// One line of `perf sched timehist`: a task (or the idle task) ran on `cpu` from `start` to
 /// `end` (seconds on the recording's clock), after waiting `delay` seconds to run once woken.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Slice {
     pub cpu: u32,
     /// The thread's name (`comm`), or `None` for the idle task.

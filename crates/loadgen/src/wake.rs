@@ -6,19 +6,18 @@
 //! magnitude at the tail. Measured on the idle machine before the scenarios, it says how much of
 //! a run's tail any request would pay there (docs/PERFORMANCE.md, "Session 32").
 
-use crate::driver::{Latency, latency, new_histogram, record};
+use crate::driver::{Latency, latency, new_histogram, precise_sleeps, record};
 use std::time::{Duration, Instant};
 
 /// Sleeps `samples` times for `interval` each and returns how late each sleep ended, as
-/// percentiles. The timer slack is set to 1 ns, as the driver's clock sets it, so that what is
-/// measured is the machine's wake-up rather than the kernel's permitted slack.
+/// percentiles. Its sleeps are precise as the driver's clock's are ([`precise_sleeps`]), so that
+/// what is measured is the machine's wake-up rather than the kernel's permitted slack.
 pub fn lateness(interval: Duration, samples: usize) -> anyhow::Result<Latency> {
     anyhow::ensure!(
         !interval.is_zero() && samples > 0,
         "the interval and the number of samples must be positive"
     );
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+    precise_sleeps();
     let mut histogram = new_histogram()?;
     for _ in 0..samples {
         let deadline = Instant::now() + interval;
