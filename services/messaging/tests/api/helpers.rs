@@ -1,12 +1,17 @@
 //! Spawning the users service and two messaging replicas for a test.
 
 use common::config::Env;
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
 use test_support::TestDatabase;
 pub use test_support::http::{expect_json, expect_problem, expect_status};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 pub struct TestApp {
@@ -240,8 +245,15 @@ impl TestApp {
             .unwrap();
     }
 
-    /// Starts a conversation, asserting 201; returns its id.
+    /// Starts a conversation, asserting 201; returns its id once both replicas have delivered
+    /// its `participants.changed`. Events reach sockets through each replica's Redis
+    /// subscription, which may lag the answer (docs/adr/0011): without this wait, a socket a
+    /// test opens next might or might not receive that event before the one the test awaits.
     pub async fn conversation(&self, creator: &TestUser, others: &[&TestUser]) -> String {
+        let mut witnesses = [
+            connect(&self.address, &creator.token).await,
+            connect(&self.address_b, &creator.token).await,
+        ];
         let ids: Vec<Uuid> = others.iter().map(|u| u.id).collect();
         let body = expect_json(
             self.post(
@@ -253,7 +265,16 @@ impl TestApp {
             StatusCode::CREATED,
         )
         .await;
-        body["id"].as_str().unwrap().to_owned()
+        let id = body["id"].as_str().unwrap().to_owned();
+        for witness in &mut witnesses {
+            loop {
+                let event = next_event(witness).await;
+                if event["type"] == "participants.changed" && event["conversation_id"] == id {
+                    break;
+                }
+            }
+        }
+        id
     }
 
     /// Sends a message, asserting 201.
@@ -264,5 +285,33 @@ impl TestApp {
             StatusCode::CREATED,
         )
         .await
+    }
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/v1/stream` on a replica with the token in the Authorization header.
+pub async fn connect(address: &str, token: &str) -> Socket {
+    let mut request = format!("{}/v1/stream", address.replace("http", "ws"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
+/// The next JSON event, skipping pings; fails after two seconds.
+pub async fn next_event(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .expect("an event within 2 s");
+        match frame.unwrap().unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
     }
 }
